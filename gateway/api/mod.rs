@@ -1,0 +1,151 @@
+//! The runtime internal API (SPEC 2), under `{RUNTIME_API_PREFIX}/api`.
+
+use buntime_plugin_sdk::openapi::{self, Paths};
+use buntime_plugin_sdk::{ApiRequest, ApiResponse};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::plugins::Plugins;
+use crate::state::{Shared, VERSION};
+
+/// Paths below the API base that need no credential.
+pub fn is_public(rest: &str) -> bool {
+    matches!(
+        rest,
+        "/health" | "/health/live" | "/health/ready" | "/openapi.json"
+    )
+}
+
+pub fn handle(shared: &Shared, req: &ApiRequest) -> ApiResponse {
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    let path = req.path.trim_end_matches('/');
+    match (path, get) {
+        ("/health", true) => health("healthy"),
+        ("/health/live", true) => health("live"),
+        ("/health/ready", true) => ready(shared),
+        ("/openapi.json", true) => {
+            let mut r = ApiResponse::empty(StatusCode::OK);
+            r.headers.push((
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+            r.body = shared.openapi.clone();
+            r
+        }
+        ("/plugins", true) => ApiResponse::ok(&**shared.installed.load()),
+        ("/plugins/loaded", true) => plugins_loaded(&shared.plugins),
+        (
+            "/health" | "/health/live" | "/health/ready" | "/openapi.json" | "/plugins"
+            | "/plugins/loaded",
+            false,
+        ) => method_not_allowed("GET, HEAD"),
+        _ => ApiResponse::not_found(),
+    }
+}
+
+/// `GET /.well-known/buntime` (never prefixed).
+pub fn well_known(api_base: &str) -> ApiResponse {
+    ApiResponse::ok(&json!({ "api": api_base, "version": VERSION }))
+}
+
+fn health(status: &str) -> ApiResponse {
+    ApiResponse::ok(&json!({ "ok": true, "status": status, "version": VERSION }))
+}
+
+fn ready(shared: &Shared) -> ApiResponse {
+    match shared.readiness() {
+        Ok(()) => health("ready"),
+        Err((status, waiting)) => ApiResponse::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ok": false, "status": status, "version": VERSION, "waiting": waiting }),
+        ),
+    }
+}
+
+fn plugins_loaded(plugins: &Plugins) -> ApiResponse {
+    let list: Vec<Value> = plugins
+        .loaded
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "base": p.base,
+                "enabled": p.manifest.enabled,
+                "dependencies": p.manifest.dependencies,
+                "optionalDependencies": p.manifest.optional_dependencies,
+            })
+        })
+        .collect();
+    ApiResponse::ok(&list)
+}
+
+pub fn method_not_allowed(allow: &'static str) -> ApiResponse {
+    ApiResponse::error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        .with_header(http::header::ALLOW, HeaderValue::from_static(allow))
+}
+
+/// The OpenAPI document: the runtime API's routes plus every loaded plugin's.
+pub fn openapi(api_base: &str, plugins: &Plugins) -> Bytes {
+    let mut core = Paths::new();
+    let p = |rest: &str| format!("{api_base}{rest}");
+    core.add("GET", &p("/health"), "Liveness and version", false, &[200])
+        .add(
+            "GET",
+            &p("/health/live"),
+            "The process is up",
+            false,
+            &[200],
+        )
+        .add(
+            "GET",
+            &p("/health/ready"),
+            "Plugins loaded and the database answered",
+            false,
+            &[200, 503],
+        )
+        .add("GET", &p("/openapi.json"), "This document", false, &[200])
+        .add(
+            "GET",
+            &p("/plugins"),
+            "Plugins installed in plugin dirs",
+            true,
+            &[200, 401],
+        )
+        .add(
+            "GET",
+            &p("/plugins/loaded"),
+            "Loaded plugins in load order",
+            true,
+            &[200, 401],
+        )
+        .add(
+            "GET",
+            "/.well-known/buntime",
+            "Where the runtime API lives",
+            false,
+            &[200],
+        );
+    let mut paths = match core.into_value() {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    for loaded in &plugins.loaded {
+        if let Value::Object(more) = loaded.plugin.openapi_paths() {
+            for (k, v) in more {
+                merge_path(&mut paths, k, v);
+            }
+        }
+    }
+    let doc = openapi::document(VERSION, paths);
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+}
+
+fn merge_path(paths: &mut Map<String, Value>, path: String, item: Value) {
+    match (paths.get_mut(&path), item) {
+        (Some(Value::Object(existing)), Value::Object(ops)) => existing.extend(ops),
+        (_, item) => {
+            paths.insert(path, item);
+        }
+    }
+}

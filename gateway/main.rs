@@ -1,0 +1,108 @@
+//! `buntime`: the gateway binary.
+#![forbid(unsafe_code)]
+
+mod access;
+mod api;
+mod config;
+mod lifecycle;
+mod logging;
+mod plugins;
+mod proxy;
+mod routes;
+mod server;
+mod state;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Sources};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "buntime",
+    about = "Buntime Gateway: an edge gateway on Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file (default: ./conf/buntime.yaml if it exists).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and list every problem.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("buntime {}", state::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match load(config.as_deref()) {
+            Ok(c) => {
+                println!(
+                    "configuration OK: port {}, API at {}, {} plugin(s) enabled",
+                    c.server.port,
+                    c.server.api_base,
+                    c.plugins.iter().filter(|p| p.manifest.enabled).count()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => report(&problems),
+        },
+        Command::Serve { config } => {
+            let c = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(problems) => return report(&problems),
+            };
+            logging::init(c.server.log_level, c.server.log_format);
+            match server::serve(c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The config plus everything plugins validate about their own keys.
+fn load(file: Option<&std::path::Path>) -> Result<Config, buntime_plugin_sdk::Problems> {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = Config::load(&Sources {
+        file,
+        env: &env,
+        specs: plugins::CORE,
+    })?;
+    let problems = plugins::check(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn report(problems: &buntime_plugin_sdk::Problems) -> ExitCode {
+    eprintln!("invalid configuration ({} problem(s)):", problems.len());
+    for p in problems.iter() {
+        eprintln!("  - {p}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,257 @@
+//! Assembles the core plugins (SPEC 10): dependency order, skipping plugins whose required
+//! dependency is missing or disabled, a start-up error naming the plugins of a cycle, and
+//! the typed handles the request path needs. Services one plugin needs from another are
+//! passed in as `Arc`s here, in load order.
+
+use std::sync::Arc;
+
+use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
+
+use crate::config::{Config, PluginConfig, plugin_base};
+
+/// Every plugin compiled into the binary.
+pub const CORE: &[PluginSpec] = &[];
+
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    pub name: &'static str,
+    pub base: Option<String>,
+    pub manifest: Manifest,
+    pub plugin: Arc<dyn Plugin>,
+}
+
+/// The loaded plugins in load order.
+#[derive(Debug, Default)]
+pub struct Plugins {
+    pub loaded: Vec<LoadedPlugin>,
+}
+
+/// The outcome of ordering: indices in load order, and the plugins left out with why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Order {
+    pub load: Vec<usize>,
+    pub skipped: Vec<(usize, String)>,
+}
+
+/// Orders plugins by their dependencies. Disabled plugins are left out; so is any plugin
+/// whose required dependency is unknown, disabled or itself left out. Optional
+/// dependencies only order plugins that are both loaded. A cycle is an error naming it.
+pub fn load_order(manifests: &[&Manifest]) -> Result<Order, String> {
+    let index_of = |name: &str| manifests.iter().position(|m| m.name == name);
+    let mut skipped: Vec<(usize, String)> = Vec::new();
+    let mut active: Vec<bool> = manifests.iter().map(|m| m.enabled).collect();
+    for (i, m) in manifests.iter().enumerate() {
+        if !m.enabled {
+            skipped.push((i, "disabled".into()));
+        }
+    }
+    // Leaving a plugin out can strand its dependants: repeat until nothing changes.
+    loop {
+        let mut changed = false;
+        for (i, m) in manifests.iter().enumerate() {
+            if !active[i] {
+                continue;
+            }
+            for dep in &m.dependencies {
+                let why = match index_of(dep) {
+                    None => Some(format!("required dependency {dep:?} is not installed")),
+                    Some(d) if !active[d] => {
+                        Some(format!("required dependency {dep:?} is not loaded"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    active[i] = false;
+                    skipped.push((i, why));
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+
+    let deps_of = |i: usize| -> Vec<usize> {
+        let m = manifests[i];
+        m.dependencies
+            .iter()
+            .chain(&m.optional_dependencies)
+            .filter_map(|d| index_of(d))
+            .filter(|&d| active[d] && d != i)
+            .collect()
+    };
+    let mut load = Vec::new();
+    let mut done = vec![false; manifests.len()];
+    // Kahn's algorithm, taking plugins in declaration order when several are ready.
+    loop {
+        let next = (0..manifests.len())
+            .find(|&i| active[i] && !done[i] && deps_of(i).iter().all(|&d| done[d]));
+        match next {
+            Some(i) => {
+                done[i] = true;
+                load.push(i);
+            }
+            None => break,
+        }
+    }
+    let stuck: Vec<usize> = (0..manifests.len())
+        .filter(|&i| active[i] && !done[i])
+        .collect();
+    if let Some(&first) = stuck.first() {
+        return Err(describe_cycle(manifests, first, &deps_of, &done));
+    }
+    Ok(Order { load, skipped })
+}
+
+/// Walks from a stuck plugin to one of its stuck dependencies until a plugin repeats; the
+/// repeated stretch is the cycle. (A stuck plugin always has a stuck dependency, or Kahn's
+/// algorithm would have taken it.)
+fn describe_cycle(
+    manifests: &[&Manifest],
+    start: usize,
+    deps_of: &dyn Fn(usize) -> Vec<usize>,
+    done: &[bool],
+) -> String {
+    let mut path = vec![start];
+    while let Some(next) = path
+        .last()
+        .and_then(|&cur| deps_of(cur).into_iter().find(|&d| !done[d]))
+    {
+        if let Some(pos) = path.iter().position(|&p| p == next) {
+            let cycle: Vec<&str> = path[pos..]
+                .iter()
+                .chain(std::iter::once(&next))
+                .map(|&i| manifests[i].name.as_str())
+                .collect();
+            return format!("dependency cycle between plugins: {}", cycle.join(" -> "));
+        }
+        path.push(next);
+    }
+    format!(
+        "dependency cycle involving plugin {:?}",
+        manifests[start].name
+    )
+}
+
+/// Everything `buntime check` validates about plugins, without building them.
+pub fn check(config: &Config) -> Problems {
+    let mut problems = Problems::default();
+    let manifests: Vec<&Manifest> = config.plugins.iter().map(|p| &p.manifest).collect();
+    if let Err(cycle) = load_order(&manifests) {
+        problems.push("plugins", "", cycle);
+    }
+    problems
+}
+
+/// Builds the enabled plugins in load order.
+pub fn build(config: &Config) -> Result<Plugins, Problems> {
+    let problems = check(config);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let manifests: Vec<&Manifest> = config.plugins.iter().map(|p| &p.manifest).collect();
+    let order = load_order(&manifests).expect("checked above");
+    for (i, why) in &order.skipped {
+        log::warn!("plugin {} not loaded: {why}", manifests[*i].name);
+    }
+    let mut plugins = Plugins::default();
+    for i in order.load {
+        let pc = &config.plugins[i];
+        let plugin = construct(pc, &plugins);
+        plugins.loaded.push(LoadedPlugin {
+            name: pc.spec.name,
+            base: plugin_base(pc),
+            manifest: pc.manifest.clone(),
+            plugin,
+        });
+    }
+    Ok(plugins)
+}
+
+fn construct(pc: &PluginConfig, _loaded: &Plugins) -> Arc<dyn Plugin> {
+    unreachable!("no core plugin named {}", pc.spec.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, enabled: bool, deps: &[&str], optional: &[&str]) -> Manifest {
+        Manifest {
+            name: name.into(),
+            base: None,
+            enabled,
+            dependencies: deps.iter().map(|s| s.to_string()).collect(),
+            optional_dependencies: optional.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn names(ms: &[Manifest], order: &Order) -> Vec<String> {
+        order.load.iter().map(|&i| ms[i].name.clone()).collect()
+    }
+
+    #[test]
+    fn dependencies_load_first() {
+        let ms = [
+            m("proxy", true, &["keyval"], &[]),
+            m("keyval", true, &["database"], &[]),
+            m("database", true, &[], &[]),
+            m("gateway", true, &[], &["auth-token"]),
+            m("auth-token", true, &[], &[]),
+        ];
+        let refs: Vec<&Manifest> = ms.iter().collect();
+        let o = load_order(&refs).unwrap();
+        assert_eq!(
+            names(&ms, &o),
+            ["database", "keyval", "proxy", "auth-token", "gateway"]
+        );
+        assert!(o.skipped.is_empty());
+    }
+
+    #[test]
+    fn missing_or_disabled_dependencies_skip_dependants() {
+        let ms = [
+            m("database", false, &[], &[]),
+            m("keyval", true, &["database"], &[]),
+            m("proxy", true, &["keyval"], &[]),
+            m("metrics", true, &["nope"], &[]),
+            m("gateway", true, &[], &["database"]),
+        ];
+        let refs: Vec<&Manifest> = ms.iter().collect();
+        let o = load_order(&refs).unwrap();
+        assert_eq!(names(&ms, &o), ["gateway"]);
+        let why: Vec<&str> = o.skipped.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(why.contains(&"disabled"));
+        assert!(why.iter().any(|w| w.contains("\"nope\" is not installed")));
+        assert!(why.iter().any(|w| w.contains("\"keyval\" is not loaded")));
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let ms = [
+            m("database", true, &["proxy"], &[]),
+            m("keyval", true, &["database"], &[]),
+            m("proxy", true, &["keyval"], &[]),
+            m("gateway", true, &[], &[]),
+        ];
+        let refs: Vec<&Manifest> = ms.iter().collect();
+        let err = load_order(&refs).unwrap_err();
+        assert!(
+            err.starts_with("dependency cycle between plugins:"),
+            "{err}"
+        );
+        for name in ["database", "keyval", "proxy"] {
+            assert!(err.contains(name), "{err}");
+        }
+        assert!(!err.contains("gateway"), "{err}");
+    }
+
+    #[test]
+    fn optional_cycle_is_also_a_cycle() {
+        let ms = [m("a", true, &[], &["b"]), m("b", true, &["a"], &[])];
+        let refs: Vec<&Manifest> = ms.iter().collect();
+        assert!(load_order(&refs).is_err());
+    }
+}

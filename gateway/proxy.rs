@@ -1,0 +1,547 @@
+//! `impl ProxyHttp for Gateway`: the request flow of SPEC 1 mapped onto Pingora's phases.
+//! Decisions are made synchronously from snapshots; only admin handlers await.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::access::Denied;
+use crate::lifecycle::InflightGuard;
+use crate::logging::AccessEntry;
+use crate::routes::{Route, has_dot_segment};
+use crate::state::Shared;
+
+/// Body limit of routes that do not set their own (SPEC 1).
+const DEFAULT_BODY_LIMIT: u64 = 10 << 20;
+/// Admin APIs read whole JSON bodies up to this size.
+const ADMIN_BODY_LIMIT: u64 = 1 << 20;
+/// Idle keep-alive for client connections; Pingora would otherwise keep them forever.
+const KEEPALIVE_IDLE_SECS: u64 = 60;
+/// An incoming `x-request-id` longer than this is replaced, not echoed.
+const MAX_REQUEST_ID: usize = 200;
+
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+/// Per-request state, dropped after `logging` (or when a request panics).
+pub struct Ctx {
+    start: Instant,
+    request_id: HeaderValue,
+    client_ip: IpAddr,
+    route: RouteKind,
+    identity: Option<Arc<Identity>>,
+    /// Headers that hooks asked to add to whatever response the request gets.
+    headers_out: HeaderList,
+    body_limit: u64,
+    body_seen: u64,
+    _inflight: InflightGuard,
+}
+
+/// What the synchronous part of `request_filter` decided.
+enum Next {
+    Respond(ApiResponse),
+    RuntimeApi(String),
+    Plugin(usize, String),
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: HeaderValue::from_static(""),
+            client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            route: RouteKind::None,
+            identity: None,
+            headers_out: HeaderList::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            body_seen: 0,
+            _inflight: self.shared.lifecycle.enter(),
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
+        }
+        let req = session.req_header();
+        ctx.request_id = request_id(req);
+        let peer = peer_ip(session);
+        ctx.client_ip = self
+            .shared
+            .server
+            .trusted_proxies
+            .client_ip(peer, req.headers.get("x-forwarded-for"));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let next = self.admit(session.req_header(), ctx);
+        match next {
+            None => Ok(false),
+            Some(Next::Respond(resp)) => {
+                self.respond(session, ctx, resp).await?;
+                Ok(true)
+            }
+            Some(Next::RuntimeApi(rest)) => {
+                let resp = match self.api_request(session, ctx, rest).await? {
+                    Ok(req) => crate::api::handle(&self.shared, &req),
+                    Err(resp) => resp,
+                };
+                self.respond(session, ctx, resp).await?;
+                Ok(true)
+            }
+            Some(Next::Plugin(i, rest)) => {
+                let resp = match self.api_request(session, ctx, rest).await? {
+                    Ok(req) => self.shared.plugins.loaded[i].plugin.handle(req).await,
+                    Err(resp) => resp,
+                };
+                self.respond(session, ctx, resp).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // Only routes with an upstream reach this phase; none is routed here yet.
+        Error::e_explain(HTTPStatus(404), "no upstream for this route")
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.forwarding_headers(session, upstream, ctx)
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Upgraded (WebSocket) bytes pass through this filter too; they are not a body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
+        if let Some(chunk) = body {
+            ctx.body_seen += chunk.len() as u64;
+            if ctx.body_seen > ctx.body_limit {
+                return Error::e_explain(HTTPStatus(413), "request body over the route's limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let mut extra = std::mem::take(&mut ctx.headers_out);
+        self.response_hooks(session.req_header(), ctx, &mut extra);
+        apply_headers(upstream_response, &extra)?;
+        upstream_response.insert_header("x-request-id", ctx.request_id.clone())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if let Some(sent) = session.response_written() {
+            // The header already went out; all we can do is close.
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
+        let Some(resp) = error_response(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let code = resp.status.as_u16();
+        if let Err(err) = self.respond(session, ctx, resp).await {
+            log::debug!("could not send the {code} error response: {err}");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let Some(log) = &self.shared.access_log else {
+            return;
+        };
+        let req = session.req_header();
+        log.record(AccessEntry {
+            time: SystemTime::now(),
+            request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
+            client_ip: ctx.client_ip,
+            method: req.method.as_str().to_string(),
+            path: req.uri.path().to_string(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent() as u64,
+            duration: ctx.start.elapsed(),
+            route: route_label(&ctx.route),
+        });
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // Expected outcomes (our own 4xx, clients hanging up) are not server errors.
+        matches!(error.etype(), HTTPStatus(code) if *code < 500)
+            || matches!(error.esource(), ErrorSource::Downstream)
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Steps 2-5 of SPEC 1: early hooks, route, body limit, access, request hooks.
+    /// `None` means "proxy it".
+    fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Next> {
+        let shared = &*self.shared;
+        let path = req.uri.path();
+        if !path.starts_with('/') || has_dot_segment(path) {
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::BAD_REQUEST,
+                "Invalid path",
+            )));
+        }
+
+        for p in &shared.plugins.loaded {
+            if let Some(resp) = p.plugin.on_early_request(&self.info(req, ctx)) {
+                ctx.route = RouteKind::Preflight;
+                return Some(Next::Respond(resp));
+            }
+        }
+
+        let route = shared.router.route(&req.method, path);
+        ctx.route = match &route {
+            Route::Api(_) | Route::WellKnown | Route::Metrics => RouteKind::Api,
+            Route::Plugin(i, _) => RouteKind::Plugin(shared.plugins.loaded[*i].name),
+            Route::NotFound => RouteKind::None,
+        };
+        ctx.body_limit = match &route {
+            Route::Api(_) | Route::Plugin(..) => ADMIN_BODY_LIMIT,
+            _ => DEFAULT_BODY_LIMIT,
+        };
+        if content_length(req).is_some_and(|n| n > ctx.body_limit) {
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+            )));
+        }
+
+        let admin = match &route {
+            Route::Api(rest) => !crate::api::is_public(rest.trim_end_matches('/')),
+            Route::Plugin(..) => true,
+            _ => false,
+        };
+        if admin && let Err(denied) = self.check_admin(req, ctx) {
+            return Some(Next::Respond(denied.response()));
+        }
+
+        for p in &shared.plugins.loaded {
+            let info = self.info(req, ctx);
+            let mut out = HeaderList::default();
+            let answer = p.plugin.on_request(&info, &mut out);
+            for (n, v, append) in out.iter() {
+                if append {
+                    ctx.headers_out.append(n.clone(), v.clone());
+                } else {
+                    ctx.headers_out.set(n.clone(), v.clone());
+                }
+            }
+            if let Some(resp) = answer {
+                return Some(Next::Respond(resp));
+            }
+        }
+
+        Some(match route {
+            Route::Api(rest) => Next::RuntimeApi(rest),
+            Route::WellKnown => Next::Respond(crate::api::well_known(shared.router.api_base())),
+            Route::Plugin(i, rest) => Next::Plugin(i, rest),
+            Route::Metrics | Route::NotFound => Next::Respond(ApiResponse::not_found()),
+        })
+    }
+
+    fn check_admin(&self, req: &RequestHeader, ctx: &Ctx) -> Result<(), Denied> {
+        self.shared.admin.check(&req.headers, ctx.client_ip, false)
+    }
+
+    fn info<'a>(&self, req: &'a RequestHeader, ctx: &'a Ctx) -> RequestInfo<'a> {
+        RequestInfo {
+            method: &req.method,
+            path: req.uri.path(),
+            headers: &req.headers,
+            client_ip: ctx.client_ip,
+            route: &ctx.route,
+            identity: ctx.identity.as_deref(),
+            rate_limit: None,
+        }
+    }
+
+    /// Step 7 for every response: each plugin's response hook, in reverse load order.
+    fn response_hooks(&self, req: &RequestHeader, ctx: &Ctx, out: &mut HeaderList) {
+        let info = self.info(req, ctx);
+        for p in self.shared.plugins.loaded.iter().rev() {
+            p.plugin.on_response(&info, out);
+        }
+    }
+
+    /// Reads an admin request's body (up to 1 MiB) into an `ApiRequest`.
+    async fn api_request(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        path: String,
+    ) -> Result<Result<ApiRequest, ApiResponse>> {
+        let body = match read_body(session, ADMIN_BODY_LIMIT).await? {
+            Some(b) => b,
+            None => {
+                return Ok(Err(ApiResponse::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                )));
+            }
+        };
+        let req = session.req_header();
+        Ok(Ok(ApiRequest {
+            method: req.method.clone(),
+            path,
+            query: req.uri.query().map(String::from),
+            headers: req.headers.clone(),
+            body,
+            client_ip: ctx.client_ip,
+        }))
+    }
+
+    /// Writes a local response: hook headers, `x-request-id`, and always a Content-Length.
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, resp: ApiResponse) -> Result<()> {
+        let mut extra = std::mem::take(&mut ctx.headers_out);
+        self.response_hooks(session.req_header(), ctx, &mut extra);
+        let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 4))?;
+        for (name, value) in resp.headers {
+            h.insert_header(name, value)?;
+        }
+        apply_headers(&mut h, &extra)?;
+        h.insert_header("x-request-id", ctx.request_id.clone())?;
+        let bodiless = matches!(resp.status.as_u16(), 204 | 304);
+        if !bodiless {
+            h.set_content_length(resp.body.len())?;
+        }
+        let send_body =
+            !bodiless && !resp.body.is_empty() && session.req_header().method != Method::HEAD;
+        session
+            .write_response_header(Box::new(h), !send_body)
+            .await?;
+        if send_body {
+            session.write_response_body(Some(resp.body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// X-Forwarded-* and X-Real-IP (SPEC 1), `x-request-id`; identity headers are only
+    /// ever the gateway's own.
+    fn forwarding_headers(
+        &self,
+        session: &Session,
+        up: &mut RequestHeader,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        let peer = peer_ip(session);
+        let trusted = self.shared.server.trusted_proxies.contains(peer);
+        let incoming = |name: &str| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let xff = match incoming("x-forwarded-for") {
+            Some(prev) if trusted => format!("{prev}, {peer}"),
+            _ => peer.to_string(),
+        };
+        up.insert_header("x-forwarded-for", xff)?;
+        up.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        let proto = incoming("x-forwarded-proto")
+            .filter(|_| trusted)
+            .unwrap_or_else(|| "http".into());
+        up.insert_header("x-forwarded-proto", proto)?;
+        let host = incoming("x-forwarded-host")
+            .filter(|_| trusted)
+            .or_else(|| incoming("host"));
+        if let Some(host) = host {
+            up.insert_header("x-forwarded-host", host)?;
+        }
+        up.insert_header("x-request-id", ctx.request_id.clone())?;
+        let spoofable: Vec<String> = up
+            .headers
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| *k == "x-identity" || k.starts_with("x-auth-"))
+            .map(String::from)
+            .collect();
+        for name in spoofable {
+            up.remove_header(&name);
+        }
+        if let Some(id) = &ctx.identity {
+            up.insert_header("x-identity", id.header.clone())?;
+            if let Ok(sub) = HeaderValue::from_str(&id.sub) {
+                up.insert_header("x-auth-subject", sub)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// === helpers ===
+
+/// Keeps a sane incoming `x-request-id`, else makes a UUID v4.
+fn request_id(req: &RequestHeader) -> HeaderValue {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+fn peer_ip(session: &Session) -> IpAddr {
+    match session.client_addr() {
+        Some(SocketAddr::Inet(addr)) => buntime_plugin_sdk::net::canonical(addr.ip()),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads the whole body; `None` when it is over `limit`. Answers `Expect: 100-continue`,
+/// which Pingora leaves to locally handled requests.
+async fn read_body(session: &mut Session, limit: u64) -> Result<Option<Bytes>> {
+    let expects = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects {
+        session
+            .as_downstream_mut()
+            .write_continue_response()
+            .await?;
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+fn apply_headers(h: &mut ResponseHeader, list: &HeaderList) -> Result<()> {
+    for (name, value, append) in list.iter() {
+        if append {
+            h.append_header(name.clone(), value.clone())?;
+        } else {
+            h.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// The JSON error for a failed request (SPEC 4.1, 8.3); `None` when the client is gone.
+fn error_response(e: &Error) -> Option<ApiResponse> {
+    let (status, message) = match e.etype() {
+        HTTPStatus(413) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large".to_string(),
+        ),
+        HTTPStatus(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
+            (
+                status,
+                status.canonical_reason().unwrap_or("Error").to_string(),
+            )
+        }
+        ConnectTimedout | ReadTimedout | WriteTimedout => {
+            (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout".to_string())
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => (
+                StatusCode::BAD_GATEWAY,
+                format!("Proxy error: {}", upstream_reason(e)),
+            ),
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => return None,
+                _ => (StatusCode::BAD_REQUEST, "Bad Request".to_string()),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (
+                StatusCode::BAD_GATEWAY,
+                format!("Proxy error: {}", upstream_reason(e)),
+            ),
+        },
+    };
+    Some(ApiResponse::error(status, message))
+}
+
+/// A short, stable reason for a failed upstream exchange (no addresses, no secrets).
+fn upstream_reason(e: &Error) -> &'static str {
+    match e.etype() {
+        ConnectRefused => "connection refused",
+        ConnectNoRoute => "no route to upstream",
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
+            "TLS handshake failed"
+        }
+        ConnectionClosed => "upstream closed the connection",
+        ConnectError | BindError | SocketError => "could not connect to upstream",
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => {
+            "invalid response from upstream"
+        }
+        ReadError | WriteError => "connection to upstream failed",
+        _ => "upstream request failed",
+    }
+}
+
+/// The metrics/access-log label of a route (SPEC 9).
+pub fn route_label(route: &RouteKind) -> String {
+    match route {
+        RouteKind::Api => "api".into(),
+        RouteKind::Plugin(name) => format!("plugin:{name}"),
+        RouteKind::Rule(id) => format!("rule:{id}"),
+        RouteKind::Shell => "shell".into(),
+        RouteKind::App(name) => format!("app:{name}"),
+        RouteKind::Preflight => "preflight".into(),
+        RouteKind::None => "none".into(),
+    }
+}

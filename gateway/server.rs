@@ -1,0 +1,153 @@
+//! Builds and runs the Pingora server: the proxy service on `PORT`, the plugin starter,
+//! our signal handling and the drain watcher (SPEC 11).
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+
+use crate::config::Config;
+use crate::lifecycle::{Signals, watch_drain};
+use crate::plugins;
+use crate::proxy::Gateway;
+use crate::state::Shared;
+
+/// How long one plugin may take to stop at shutdown.
+const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs until shutdown. Errors are start-up errors (the message says what to fix).
+pub fn serve(config: Config) -> Result<(), String> {
+    let port = config.server.port;
+    // Pingora retries a busy port for 30 s and then panics in a task while the process
+    // lives on; a clear error now is better.
+    std::net::TcpListener::bind(("0.0.0.0", port))
+        .map_err(|e| format!("PORT {port}: cannot listen: {e}"))?;
+
+    let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
+    let shared = Arc::new(Shared::new(config, plugins));
+    let server_conf = ServerConf {
+        threads: shared.server.threads,
+        // Our drain watcher ends the process as soon as requests are done; Pingora's
+        // fixed grace sleep is only the backstop.
+        grace_period_seconds: Some(shared.server.shutdown_grace.as_secs() + 1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, server_conf);
+    server.bootstrap();
+
+    let proxy = ProxyServiceBuilder::new(
+        &server.configuration,
+        Gateway {
+            shared: shared.clone(),
+        },
+    )
+    .name("gateway")
+    .server_options(HttpServerOptions::default());
+    let mut proxy = proxy.build();
+    proxy.add_tcp(&format!("0.0.0.0:{port}"));
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "plugins",
+        PluginStarter {
+            shared: shared.clone(),
+        },
+    ));
+
+    let finish = finisher(shared.clone());
+    watch_drain(
+        shared.lifecycle.clone(),
+        server.watch_execution_phase(),
+        shared.server.shutdown_grace,
+        finish.clone(),
+    );
+    let reload_target = shared.clone();
+    log::info!(
+        "buntime {} listening on 0.0.0.0:{port} (API at {})",
+        crate::state::VERSION,
+        shared.server.api_base
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            lifecycle: shared.lifecycle.clone(),
+            drain_delay: shared.server.drain_delay,
+            reload: Box::new(move || reload_target.reload()),
+        }),
+    });
+    finish();
+    Ok(())
+}
+
+/// Starts plugins in load order, then flips readiness; keeps its runtime alive for the
+/// tasks plugins spawn.
+struct PluginStarter {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl BackgroundService for PluginStarter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        for p in &self.shared.plugins.loaded {
+            if let Err(e) = p.plugin.start().await {
+                log::error!("plugin {} failed to start: {e}", p.name);
+                std::process::exit(1);
+            }
+            log::debug!("plugin {} started", p.name);
+        }
+        self.shared.lifecycle.set_running();
+        log::info!(
+            "{} plugin(s) started: {}",
+            self.shared.plugins.loaded.len(),
+            self.shared
+                .plugins
+                .loaded
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = shutdown.changed().await;
+    }
+}
+
+/// The last steps of a shutdown, run once: plugins stop in reverse load order, then the
+/// access log is flushed.
+fn finisher(shared: Arc<Shared>) -> Arc<dyn Fn() + Send + Sync> {
+    let once = Arc::new(Once::new());
+    Arc::new(move || {
+        once.call_once(|| {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error!("cannot stop plugins: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async {
+                for p in shared.plugins.loaded.iter().rev() {
+                    if tokio::time::timeout(PLUGIN_STOP_TIMEOUT, p.plugin.stop())
+                        .await
+                        .is_err()
+                    {
+                        log::warn!(
+                            "plugin {} did not stop within {PLUGIN_STOP_TIMEOUT:?}",
+                            p.name
+                        );
+                    }
+                }
+            });
+            if let Some(log) = &shared.access_log {
+                log.flush(Duration::from_secs(1));
+            }
+            log::info!("stopped");
+        });
+    })
+}

@@ -1,0 +1,109 @@
+//! What every request and the lifecycle share. Built once before the server starts; the
+//! parts that change at run time sit behind `ArcSwap` (or inside the plugins).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use buntime_plugin_sdk::Readiness;
+use bytes::Bytes;
+
+use crate::access::AdminAccess;
+use crate::config::{Config, InstalledPlugin, ServerConfig, Sources};
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::logging::AccessLog;
+use crate::plugins::{CORE, Plugins};
+use crate::routes::Router;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub struct Shared {
+    pub server: ServerConfig,
+    pub config_file: Option<PathBuf>,
+    pub plugins: Plugins,
+    pub router: Router,
+    pub admin: AdminAccess,
+    pub lifecycle: Arc<Lifecycle>,
+    /// Plugin folders found in plugin dirs; SIGHUP rescans them.
+    pub installed: ArcSwap<Vec<InstalledPlugin>>,
+    /// `{API}/openapi.json`, rendered once.
+    pub openapi: Bytes,
+    pub access_log: Option<AccessLog>,
+}
+
+impl Shared {
+    pub fn new(config: Config, plugins: Plugins) -> Shared {
+        let router = Router::new(&config.server.api_base, &plugins);
+        let openapi = crate::api::openapi(&config.server.api_base, &plugins);
+        let access_log = config
+            .server
+            .access_log
+            .then(|| AccessLog::start(config.server.log_format));
+        Shared {
+            admin: AdminAccess::new(config.server.master_key.as_deref()),
+            router,
+            openapi,
+            access_log,
+            installed: ArcSwap::from_pointee(config.installed),
+            config_file: config.file,
+            server: config.server,
+            plugins,
+            lifecycle: Arc::default(),
+        }
+    }
+
+    /// Readiness body status and the reasons it is not ready yet.
+    pub fn readiness(&self) -> Result<(), (&'static str, Vec<String>)> {
+        match self.lifecycle.phase() {
+            Phase::Draining => return Err(("draining", Vec::new())),
+            Phase::Starting => return Err(("starting", vec!["plugins are starting".into()])),
+            Phase::Running => {}
+        }
+        let waiting: Vec<String> = self
+            .plugins
+            .loaded
+            .iter()
+            .filter_map(|p| match p.plugin.readiness() {
+                Readiness::Ready => None,
+                Readiness::Waiting(why) => Some(format!("{}: {why}", p.name)),
+            })
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(("starting", waiting))
+        }
+    }
+
+    /// SIGHUP: re-reads the config file and plugin-dir manifests and hands each plugin its
+    /// new settings. Environment variables are fixed for the process's life, so the server
+    /// section only changes where the file changed it; those changes need a restart.
+    pub fn reload(&self) {
+        let env = |k: &str| std::env::var(k).ok();
+        let config = match Config::load(&Sources {
+            file: self.config_file.as_deref(),
+            env: &env,
+            specs: CORE,
+        }) {
+            Ok(c) => c,
+            Err(problems) => {
+                for p in problems.iter() {
+                    log::error!("reload refused, keeping the running configuration: {p}");
+                }
+                return;
+            }
+        };
+        self.installed.store(Arc::new(config.installed.clone()));
+        for loaded in &self.plugins.loaded {
+            let Some(pc) = config.plugin(loaded.name) else {
+                continue;
+            };
+            let mut problems = buntime_plugin_sdk::Problems::default();
+            loaded.plugin.reload(&pc.settings, &mut problems);
+            for p in problems.iter() {
+                log::error!("reload of plugin {} refused: {p}", loaded.name);
+            }
+        }
+        log::info!("configuration reloaded");
+    }
+}

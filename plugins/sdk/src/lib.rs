@@ -1,0 +1,19 @@
+//! The plugin SDK: the `Plugin` trait and what plugins share with the gateway (request
+//! context, JSON API types, layered settings, duration/size syntax, path globs, the
+//! client address rule).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod duration;
+pub mod glob;
+pub mod net;
+pub mod openapi;
+pub mod plugin;
+pub mod request;
+pub mod settings;
+
+pub use api::{ApiError, ApiRequest, ApiResponse, ApiResult};
+pub use glob::GlobSet;
+pub use plugin::{Manifest, Plugin, PluginError, PluginSpec, Readiness};
+pub use request::{HeaderList, Identity, RateLimitSpec, RequestInfo, RouteKind};
+pub use settings::{Problem, Problems, Settings};

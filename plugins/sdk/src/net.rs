@@ -1,0 +1,105 @@
+//! The client address of SPEC 3: the TCP peer, or the first `X-Forwarded-For` entry when
+//! the peer is a trusted proxy.
+
+use std::net::IpAddr;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses IPs and CIDRs; the error names the entry that is neither.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        let mut nets = Vec::with_capacity(entries.len());
+        for e in entries {
+            let e = e.as_ref().trim();
+            let net = e
+                .parse::<IpNet>()
+                .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{e:?} is not an IP address or CIDR"))?;
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The client address for a request from `peer` carrying `forwarded_for`.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&HeaderValue>) -> IpAddr {
+        let peer = canonical(peer);
+        if self.0.is_empty() || !self.contains(peer) {
+            return peer;
+        }
+        forwarded_for
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse::<IpAddr>().ok())
+            .map(canonical)
+            .unwrap_or(peer)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) count as the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+pub fn is_loopback(ip: IpAddr) -> bool {
+    canonical(ip).is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let t = TrustedProxies::default();
+        let xff = HeaderValue::from_static("9.9.9.9");
+        assert_eq!(t.client_ip(ip("10.0.0.1"), Some(&xff)), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn trusted_peer_yields_first_forwarded_entry() {
+        let t = TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap();
+        let xff = HeaderValue::from_static(" 203.0.113.7 , 10.0.0.2");
+        assert_eq!(t.client_ip(ip("10.1.2.3"), Some(&xff)), ip("203.0.113.7"));
+        assert_eq!(
+            t.client_ip(ip("::ffff:127.0.0.1"), Some(&xff)),
+            ip("203.0.113.7")
+        );
+        let junk = HeaderValue::from_static("not-an-ip");
+        assert_eq!(t.client_ip(ip("127.0.0.1"), Some(&junk)), ip("127.0.0.1"));
+        assert_eq!(t.client_ip(ip("127.0.0.1"), None), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let err = TrustedProxies::parse(&["10.0.0.0/8", "proxy.local"]).unwrap_err();
+        assert!(err.contains("proxy.local"), "{err}");
+    }
+
+    #[test]
+    fn loopback() {
+        assert!(is_loopback(ip("127.8.0.1")));
+        assert!(is_loopback(ip("::1")));
+        assert!(is_loopback(ip("::ffff:127.0.0.1")));
+        assert!(!is_loopback(ip("10.0.0.1")));
+    }
+}

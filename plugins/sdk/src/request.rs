@@ -1,0 +1,109 @@
+//! What plugin hooks see of a request, and what they may add to its response.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Serialize;
+
+/// Which handler owns a request (SPEC 1 step 3); also the metrics `route` label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// The runtime API, `/.well-known/buntime` and `/metrics`.
+    Api,
+    Plugin(&'static str),
+    Rule(Arc<str>),
+    Shell,
+    App(Arc<str>),
+    Preflight,
+    None,
+}
+
+impl RouteKind {
+    pub fn is_admin_plugin(&self) -> bool {
+        matches!(self, RouteKind::Plugin(_))
+    }
+}
+
+/// A `{requests, window}` limit carried by a proxy rule or an app manifest (SPEC 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimitSpec {
+    pub requests: u64,
+    #[serde(serialize_with = "ser_window")]
+    pub window: Duration,
+}
+
+fn ser_window<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::duration::format_duration(*d))
+}
+
+/// A verified caller (SPEC 6.2).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sub: String,
+    pub roles: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    /// `X-Identity`, rendered once when the token was verified.
+    pub header: HeaderValue,
+}
+
+impl Identity {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The request as hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub method: &'a Method,
+    /// The path without the query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The client address of SPEC 3 (trusted proxies applied).
+    pub client_ip: IpAddr,
+    pub route: &'a RouteKind,
+    pub identity: Option<&'a Identity>,
+    /// The matched rule's or app's own rate limit, if any.
+    pub rate_limit: Option<&'a RateLimitSpec>,
+}
+
+/// Headers to set on a response; later entries for the same name replace earlier ones
+/// unless appended.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderList {
+    entries: Vec<(HeaderName, HeaderValue, bool)>,
+}
+
+impl HeaderList {
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.entries.push((name, value, false));
+    }
+
+    /// Adds a value without replacing existing ones (`Vary`).
+    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        self.entries.push((name, value, true));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// `(name, value, append)` in the order they were added.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue, bool)> {
+        self.entries.iter().map(|(n, v, a)| (n, v, *a))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(n, _, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v, _)| v)
+    }
+}

@@ -1,0 +1,380 @@
+//! Test harness: starts the real `buntime` binary on a free 127.0.0.1 port with a temp
+//! dir and a clean environment, talks HTTP to it, and stops it with a signal.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_buntime");
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start a gateway.
+#[derive(Default, Clone)]
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    /// Contents of the config file passed with `--config`.
+    pub config: Option<String>,
+    /// Wait for `/api/health/ready` (not just for the port).
+    pub wait_ready: bool,
+    /// Share another gateway's temp dir (same data dir and plugin dirs).
+    pub dir: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.into());
+        self
+    }
+
+    pub fn ready(mut self) -> Self {
+        self.wait_ready = true;
+        self
+    }
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    log_out: PathBuf,
+    log_err: PathBuf,
+    api: String,
+    agent: ureq::Agent,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}), status {}: {}", self.status, self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?} {}", self.status, self.headers, self.text())
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .allow_non_standard_methods(true)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Sends one request with any method, headers and body.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let result = match body {
+        Some(body) => agent.run(b.body(body.to_vec()).unwrap()),
+        None => agent.run(b.body(()).unwrap()),
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = resp.body_mut().read_to_vec().unwrap_or_default();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Gateway {
+    pub fn start(opts: Options) -> Gateway {
+        let (temp, dir) = match &opts.dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        for sub in ["data", "plugins", "apps"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let port = free_port();
+        let config = dir.join(format!("buntime-{port}.yaml"));
+        std::fs::write(&config, opts.config.as_deref().unwrap_or("")).unwrap();
+        let log_out = dir.join(format!("stdout-{port}.log"));
+        let log_err = dir.join(format!("stderr-{port}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("RUNTIME_DATA_DIR", dir.join("data"))
+            .env("RUNTIME_PLUGIN_DIRS", dir.join("plugins"))
+            .env("RUNTIME_WORKER_DIRS", dir.join("apps"))
+            .env("RUNTIME_LOG_LEVEL", "debug")
+            .env("RUNTIME_SHUTDOWN_GRACE", "10s")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log_out).unwrap())
+            .stderr(std::fs::File::create(&log_err).unwrap());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start buntime");
+        let mut gw = Gateway {
+            child: Some(child),
+            port,
+            dir,
+            _temp: temp,
+            log_out,
+            log_err,
+            api: "/api".into(),
+            agent: agent(),
+        };
+        gw.wait_up(opts.wait_ready);
+        gw
+    }
+
+    fn wait_up(&mut self, ready: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "buntime exited during start-up ({status}):\n{}",
+                    self.logs()
+                );
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let wk = self.get("/.well-known/buntime");
+                if wk.status == 200 {
+                    self.api = wk.json()["api"].as_str().unwrap().to_string();
+                    if !ready || self.get(&format!("{}/health/ready", self.api)).status == 200 {
+                        return;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("buntime did not come up within 60 s:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The runtime API base this gateway reported (`/api`, `/_/api`).
+    pub fn api(&self, rest: &str) -> String {
+        format!("{}{}", self.api, rest)
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        send(&self.agent, "GET", &self.url(path), &[], None)
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        send(&self.agent, "GET", &self.url(path), headers, None)
+    }
+
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
+        send(&self.agent, method, &self.url(path), headers, body)
+    }
+
+    /// Sends a JSON body.
+    pub fn json(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+        let mut h = headers.to_vec();
+        h.push(("content-type", "application/json"));
+        let bytes = serde_json::to_vec(body).unwrap();
+        self.send(method, path, &h, Some(&bytes))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then the exit status and how long it took.
+    pub fn stop(&mut self) -> (ExitStatus, Duration) {
+        let t = Instant::now();
+        self.signal("TERM");
+        let status = self
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("buntime did not exit after SIGTERM:\n{}", self.logs()));
+        (status, t.elapsed())
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.log_out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log_err).unwrap_or_default()
+    }
+
+    pub fn logs(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writes `request` on a fresh connection and returns everything read until the server
+/// closes or `timeout` passes.
+pub fn raw(port: u16, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `buntime check` with a config file and environment; returns (success, stderr+stdout).
+pub fn check(config: Option<&str>, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check").current_dir(dir.path()).env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env("RUNTIME_PLUGIN_DIRS", dir.path().join("plugins"));
+    if let Some(text) = config {
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, text).unwrap();
+        cmd.arg("--config").arg(p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Polls `f` until it returns `Some`, for up to `timeout`.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}

@@ -1,0 +1,422 @@
+//! The skeleton of SPEC 1, 2, 3, 9 (logs) and 11 against the real binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Gateway, Options, check, raw};
+use serde_json::json;
+
+#[test]
+fn health_live_ready_and_well_known() {
+    let gw = Gateway::start(Options::default().ready());
+    let h = gw.get("/api/health");
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-type"), Some("application/json"));
+    let v = h.json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(gw.get("/api/health/live").json()["status"], "live");
+    assert_eq!(gw.get("/api/health/ready").json()["status"], "ready");
+    assert_eq!(
+        gw.get("/.well-known/buntime").json(),
+        json!({"api": "/api", "version": env!("CARGO_PKG_VERSION")})
+    );
+}
+
+#[test]
+fn request_id_is_echoed_or_made() {
+    let gw = Gateway::start(Options::default());
+    let r = gw.get_with("/nowhere", &[("x-request-id", "abc-123")]);
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    let made = gw.get("/api/health");
+    let id = made.header("x-request-id").expect("a request id");
+    let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+    assert_eq!(parsed.get_version_num(), 4);
+    // Control characters or absurd lengths are not echoed back.
+    let long = "x".repeat(500);
+    let r = gw.get_with("/api/health", &[("x-request-id", &long)]);
+    assert_ne!(r.header("x-request-id"), Some(long.as_str()));
+}
+
+#[test]
+fn not_found_is_json_with_content_length() {
+    let gw = Gateway::start(Options::default());
+    let r = gw.get("/no/such/thing");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), json!({"error": "Not Found"}));
+    assert_eq!(r.header("content-length"), Some("21"));
+    assert!(r.header("x-request-id").is_some());
+    // An unknown runtime API path is a 404 too.
+    assert_eq!(gw.get("/api/nope").status, 404);
+}
+
+#[test]
+fn oversized_content_length_is_413_before_the_body() {
+    let gw = Gateway::start(Options::default());
+    let req = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 20971520\r\n\r\n";
+    let out = raw(gw.port, req, Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("{\"error\":\"Payload Too Large\"}"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("content-length: 29"),
+        "{out}"
+    );
+    // Admin APIs take 1 MiB at most.
+    let req = b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n";
+    let out = raw(gw.port, req, Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+}
+
+#[test]
+fn dot_segments_are_refused() {
+    let gw = Gateway::start(Options::default());
+    let out = raw(
+        gw.port,
+        b"GET /public/../api/plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("Invalid path"), "{out}");
+}
+
+#[test]
+fn keep_alive_survives_local_answers() {
+    let gw = Gateway::start(Options::default());
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for path in ["/api/health", "/nope", "/api/health/live"] {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let text = read_one_response(&mut s);
+        assert!(text.starts_with("HTTP/1.1 "), "{path}: {text}");
+    }
+}
+
+/// Reads one response that carries a Content-Length.
+fn read_one_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed early");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[test]
+fn api_prefix_moves_only_the_runtime_api() {
+    let gw = Gateway::start(Options::default().env("RUNTIME_API_PREFIX", "/_"));
+    assert_eq!(gw.get("/_/api/health").status, 200);
+    assert_eq!(
+        gw.get("/api/health").status,
+        404,
+        "plain /api is an ordinary path now"
+    );
+    assert_eq!(gw.get("/.well-known/buntime").json()["api"], "/_/api");
+    assert_eq!(gw.get("/_/api/plugins/loaded").status, 200);
+}
+
+#[test]
+fn admin_routes_need_the_master_key_when_one_is_set() {
+    let gw = Gateway::start(Options::default().env("RUNTIME_MASTER_KEY", "k3y-for-tests"));
+    let denied = gw.get("/api/plugins");
+    assert_eq!(denied.status, 401);
+    assert_eq!(
+        denied.json(),
+        json!({"code": "AUTH_REQUIRED", "error": "Unauthorized"})
+    );
+    assert_eq!(
+        gw.get_with("/api/plugins", &[("x-api-key", "wrong")])
+            .status,
+        401
+    );
+    assert_eq!(
+        gw.get_with("/api/plugins", &[("x-api-key", "k3y-for-tests")])
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.get_with(
+            "/api/plugins/loaded",
+            &[("authorization", "Bearer k3y-for-tests")]
+        )
+        .status,
+        200
+    );
+    // Public paths stay open.
+    assert_eq!(gw.get("/api/health").status, 200);
+    assert_eq!(gw.get("/api/openapi.json").status, 200);
+    // The key never shows up in the logs.
+    assert!(!gw.logs().contains("k3y-for-tests"));
+}
+
+#[test]
+fn admin_routes_are_open_to_loopback_without_credentials() {
+    let gw = Gateway::start(Options::default());
+    let r = gw.get("/api/plugins");
+    assert_eq!(r.status, 200);
+    assert!(r.json().is_array());
+}
+
+#[test]
+fn installed_plugins_come_from_plugin_dirs_and_sighup_rescans() {
+    let gw = Gateway::start(Options::default());
+    assert_eq!(gw.get("/api/plugins").json(), json!([]));
+    common::write(
+        &gw.path("plugins/extra/manifest.yaml"),
+        "name: extra\nbase: /extra\n",
+    );
+    gw.signal("HUP");
+    let listed = common::eventually(Duration::from_secs(5), || {
+        let v = gw.get("/api/plugins").json();
+        (v.as_array().unwrap().len() == 1).then_some(v)
+    })
+    .expect("SIGHUP picks up the new plugin folder");
+    assert_eq!(listed[0]["name"], "extra");
+    assert!(
+        listed[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("plugins/extra")
+    );
+}
+
+#[test]
+fn openapi_describes_the_runtime_api() {
+    let gw = Gateway::start(Options::default().env("RUNTIME_API_PREFIX", "/_"));
+    let doc = gw.get("/_/api/openapi.json").json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/_/api/health",
+        "/_/api/health/ready",
+        "/_/api/plugins",
+        "/_/api/plugins/loaded",
+        "/.well-known/buntime",
+    ] {
+        assert!(paths.contains_key(p), "missing {p}");
+    }
+    assert!(paths["/_/api/plugins"]["get"]["security"].is_array());
+}
+
+#[test]
+fn check_lists_every_bad_value_by_name() {
+    let (ok, out) = check(
+        Some("server:\n  port: 70000\n  logFormat: xml\n  poolSize: lots\n  colour: blue\n"),
+        &[
+            ("RUNTIME_SHUTDOWN_GRACE", "forever"),
+            ("RUNTIME_THREADS", "0"),
+            ("RUNTIME_API_PREFIX", "/a b"),
+            ("RUNTIME_LOG_LEVEL", "chatty"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    for needle in [
+        "server.port",
+        "70000",
+        "server.logFormat",
+        "xml",
+        "server.poolSize",
+        "lots",
+        "server.colour: unknown key",
+        "RUNTIME_SHUTDOWN_GRACE",
+        "forever",
+        "RUNTIME_THREADS",
+        "RUNTIME_API_PREFIX",
+        "RUNTIME_LOG_LEVEL",
+        "chatty",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (ok, out) = check(None, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("configuration OK"), "{out}");
+    let (ok, out) = check(Some("server: [1, 2]\nplugins: {nope: {}}\n"), &[]);
+    assert!(!ok);
+    assert!(out.contains("server: must be a mapping"), "{out}");
+    assert!(out.contains("plugins.nope: unknown plugin"), "{out}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PORT", "not-a-port")
+        .env("RUNTIME_DRAIN_DELAY", "-1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORT") && err.contains("not-a-port"), "{err}");
+    assert!(err.contains("RUNTIME_DRAIN_DELAY"), "{err}");
+}
+
+#[test]
+fn busy_port_is_a_clear_start_up_error() {
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("RUNTIME_PLUGIN_DIRS", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("PORT {port}")), "{err}");
+}
+
+#[test]
+fn idle_gateway_exits_within_a_second_of_sigterm() {
+    let mut gw = Gateway::start(Options::default().ready());
+    let (status, took) = gw.stop();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn sigint_drains_too() {
+    let mut gw = Gateway::start(Options::default().ready());
+    gw.signal("INT");
+    let status = gw.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn in_flight_request_completes_after_sigterm() {
+    let mut gw = Gateway::start(Options::default().ready());
+    // A request whose body is still on its way is in flight.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        gw.is_running(),
+        "exited with a request in flight:\n{}",
+        gw.logs()
+    );
+    // New connections are refused once the listener is closed.
+    assert!(TcpStream::connect(("127.0.0.1", gw.port)).is_err());
+    s.write_all(b"{}").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits once the request is done");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn shutdown_grace_cuts_a_stuck_request() {
+    let mut gw = Gateway::start(
+        Options::default()
+            .env("RUNTIME_SHUTDOWN_GRACE", "1s")
+            .ready(),
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, took) = gw.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn drain_delay_reports_draining_and_keeps_accepting() {
+    let mut gw = Gateway::start(Options::default().env("RUNTIME_DRAIN_DELAY", "2s").ready());
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let ready = gw.get("/api/health/ready");
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["status"], "draining");
+    assert_eq!(
+        gw.get("/api/health/live").status,
+        200,
+        "new connections still accepted"
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after the delay");
+    assert!(status.success());
+}
+
+#[test]
+fn access_log_lines_are_json_when_asked() {
+    let mut gw = Gateway::start(
+        Options::default()
+            .env("RUNTIME_LOG_FORMAT", "json")
+            .env("RUNTIME_MASTER_KEY", "super-secret-key"),
+    );
+    gw.get_with(
+        "/api/plugins",
+        &[
+            ("x-request-id", "log-me"),
+            ("x-api-key", "super-secret-key"),
+            ("cookie", "session=abc"),
+        ],
+    );
+    gw.get("/missing?token=query-secret");
+    gw.stop();
+    let out = gw.stdout();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l["requestId"] == "log-me")
+        .expect("the request's line");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/api/plugins");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "api");
+    assert!(
+        line["durationMs"].is_number()
+            && line["bytes"].is_number()
+            && line["clientIp"] == "127.0.0.1"
+    );
+    let all = gw.logs();
+    for secret in ["super-secret-key", "session=abc", "query-secret"] {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+    for l in gw.stderr().lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["msg"].is_string());
+    }
+}
+
+#[test]
+fn access_log_can_be_turned_off() {
+    let mut gw = Gateway::start(Options::default().env("RUNTIME_ACCESS_LOG", "off"));
+    gw.get("/api/health");
+    gw.stop();
+    assert!(!gw.stdout().contains("/api/health"), "{}", gw.stdout());
+}
