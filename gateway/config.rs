@@ -420,6 +420,9 @@ fn plugin_settings(
                     settings.set_from_env(path, var, v);
                 }
             }
+            for (prefix, path) in spec.env_numbered {
+                apply_numbered_env(&mut settings, src, prefix, path);
+            }
             let manifest = Manifest::from_settings(spec.name, &settings, problems);
             PluginConfig {
                 spec: *spec,
@@ -428,6 +431,24 @@ fn plugin_settings(
             }
         })
         .collect()
+}
+
+/// `PREFIX1`, `PREFIX2`, ... up to the first gap, followed by the comma list already set
+/// from the environment for the same key.
+fn apply_numbered_env(settings: &mut Settings, src: &Sources<'_>, prefix: &str, path: &str) {
+    let numbered: Vec<String> = (1..)
+        .map_while(|n| (src.env)(&format!("{prefix}{n}")))
+        .collect();
+    if numbered.is_empty() {
+        return;
+    }
+    let mut all = numbered;
+    if settings.from_env(path)
+        && let Some(Value::String(list)) = settings.get(path)
+    {
+        all.extend(buntime_plugin_sdk::settings::split_list(list));
+    }
+    settings.set_from_env(path, &format!("{prefix}N"), all.join(","));
 }
 
 fn overlay_dir_manifest(settings: &mut Settings, dir: &Path, problems: &mut Problems) {
@@ -462,6 +483,7 @@ mod tests {
             ("GATEWAY_TRUSTED_PROXIES", "trustedProxies"),
             ("GATEWAY_CORS_ORIGIN", "cors.origin"),
         ],
+        env_numbered: &[("GATEWAY_LIST_", "list")],
     }];
 
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, Problems> {
@@ -545,6 +567,23 @@ mod tests {
                 .trusted_proxies
                 .contains("127.0.0.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn numbered_env_lists_append_to_the_comma_list() {
+        let c = load(
+            Some("server: {pluginDirs: []}"),
+            &[
+                ("GATEWAY_LIST_1", "a"),
+                ("GATEWAY_LIST_2", "b"),
+                ("GATEWAY_LIST_4", "skipped"),
+            ],
+        )
+        .unwrap();
+        let gw = c.plugin("gateway").unwrap();
+        let mut p = Problems::default();
+        assert_eq!(gw.settings.list("list", &mut p).unwrap(), vec!["a", "b"]);
+        assert_eq!(gw.settings.name_of("list"), "GATEWAY_LIST_N");
     }
 
     #[test]

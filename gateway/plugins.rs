@@ -5,12 +5,14 @@
 
 use std::sync::Arc;
 
+use buntime_database::{Database, DatabasePlugin};
+use buntime_keyval::{KeyVal, KeyvalPlugin};
 use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
 
 use crate::config::{Config, PluginConfig, plugin_base};
 
 /// Every plugin compiled into the binary.
-pub const CORE: &[PluginSpec] = &[];
+pub const CORE: &[PluginSpec] = &[buntime_database::SPEC, buntime_keyval::SPEC];
 
 #[derive(Debug)]
 pub struct LoadedPlugin {
@@ -142,6 +144,15 @@ pub fn check(config: &Config) -> Problems {
     if let Err(cycle) = load_order(&manifests) {
         problems.push("plugins", "", cycle);
     }
+    for p in &config.plugins {
+        let s = &p.settings;
+        let own = &mut problems;
+        match p.spec.name {
+            "database" => drop(DatabasePlugin::parse(s, &config.server.data_dir, own)),
+            "keyval" => drop(KeyvalPlugin::parse(s, own)),
+            other => unreachable!("no core plugin named {other}"),
+        }
+    }
     problems
 }
 
@@ -157,9 +168,10 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
         log::warn!("plugin {} not loaded: {why}", manifests[*i].name);
     }
     let mut plugins = Plugins::default();
+    let mut typed = Typed::default();
     for i in order.load {
         let pc = &config.plugins[i];
-        let plugin = construct(pc, &plugins);
+        let plugin = construct(pc, config, &mut typed);
         plugins.loaded.push(LoadedPlugin {
             name: pc.spec.name,
             base: plugin_base(pc),
@@ -170,8 +182,35 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     Ok(plugins)
 }
 
-fn construct(pc: &PluginConfig, _loaded: &Plugins) -> Arc<dyn Plugin> {
-    unreachable!("no core plugin named {}", pc.spec.name)
+/// Builds one plugin from its (already validated) settings and the plugins loaded before
+/// it. Returns the plugin and, for plugins others depend on, its typed handle.
+fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn Plugin> {
+    let s = &pc.settings;
+    let mut problems = Problems::default();
+    match pc.spec.name {
+        "database" => {
+            let cfg = DatabasePlugin::parse(s, &config.server.data_dir, &mut problems)
+                .expect("validated by check");
+            let plugin = Arc::new(DatabasePlugin::new(cfg));
+            typed.database = Some(plugin.database());
+            plugin
+        }
+        "keyval" => {
+            let cfg = KeyvalPlugin::parse(s, &mut problems).expect("validated by check");
+            let db = typed.database.clone().expect("keyval depends on database");
+            let plugin = Arc::new(KeyvalPlugin::new(db, cfg));
+            typed.keyval = Some(plugin.store());
+            plugin
+        }
+        other => unreachable!("no core plugin named {other}"),
+    }
+}
+
+/// Typed handles that later plugins (and the request path) need from earlier ones.
+#[derive(Default)]
+pub struct Typed {
+    pub database: Option<Arc<Database>>,
+    pub keyval: Option<KeyVal>,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! dir and a clean environment, talks HTTP to it, and stops it with a signal.
 #![allow(dead_code)]
 
+pub mod sqld;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -377,4 +379,51 @@ pub fn write(path: &Path, text: &str) {
         std::fs::create_dir_all(parent).unwrap();
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// Where a test's database lives.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Local,
+    Remote,
+}
+
+/// A gateway on a backend, and the sqld it talks to (kept alive with it).
+pub struct Env {
+    pub gw: Gateway,
+    pub _sqld: Option<sqld::Sqld>,
+}
+
+/// Starts a ready gateway whose database is a local file or a fresh sqld.
+pub fn start_on(backend: Backend, opts: Options) -> Env {
+    match backend {
+        Backend::Local => Env {
+            gw: Gateway::start(opts.ready()),
+            _sqld: None,
+        },
+        Backend::Remote => {
+            let s = sqld::Sqld::start(&[]);
+            let gw = Gateway::start(opts.env("DATABASE_LIBSQL_URL", &s.url()).ready());
+            Env { gw, _sqld: Some(s) }
+        }
+    }
+}
+
+/// One test per backend, `name::local` and `name::sqld`, for `fn name(b: Backend)`; the
+/// sqld one skips loudly when no sqld is installed.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn local() {
+                super::$name($crate::common::Backend::Local);
+            }
+            #[test]
+            fn sqld() {
+                $crate::require_sqld!();
+                super::$name($crate::common::Backend::Remote);
+            }
+        }
+    };
 }

@@ -52,12 +52,15 @@ impl ApiRequest {
 
     fn require_json_content_type(&self) -> Result<(), ApiError> {
         let Some(ct) = self.headers.get(http::header::CONTENT_TYPE) else {
-            // curl -d sends form encoding unless told otherwise; a missing type is accepted.
             return Ok(());
         };
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
-        if essence == "application/json" || essence.ends_with("+json") {
+        // `curl -d '{...}'` labels its body as a form; a JSON body is still accepted then.
+        if essence == "application/json"
+            || essence.ends_with("+json")
+            || essence == "application/x-www-form-urlencoded"
+        {
             Ok(())
         } else {
             Err(ApiError::new(

@@ -11,9 +11,11 @@ pub mod openapi;
 pub mod plugin;
 pub mod request;
 pub mod settings;
+pub mod tasks;
 
 pub use api::{ApiError, ApiRequest, ApiResponse, ApiResult};
 pub use glob::GlobSet;
 pub use plugin::{Manifest, Plugin, PluginError, PluginSpec, Readiness};
 pub use request::{HeaderList, Identity, RateLimitSpec, RequestInfo, RouteKind};
 pub use settings::{Problem, Problems, Settings};
+pub use tasks::Tasks;

@@ -20,6 +20,9 @@ pub struct PluginSpec {
     pub keys: &'static [&'static str],
     /// Environment variables, each setting one key (dotted path) of the plugin's config.
     pub env: &'static [(&'static str, &'static str)],
+    /// Numbered variables `PREFIX1`, `PREFIX2`, ... whose values are appended, in order, to
+    /// the list at the path (`DATABASE_LIBSQL_REPLICAS_1`, `_2`, ...).
+    pub env_numbered: &'static [(&'static str, &'static str)],
 }
 
 /// Manifest keys every plugin has.

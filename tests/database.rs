@@ -1,0 +1,377 @@
+//! SPEC 7.1 against the real binary: every test runs on a local file and on a real sqld.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sqld::{Sqld, token};
+use common::{Backend, Gateway, Options, eventually, start_on};
+use serde_json::{Value, json};
+
+fn sql(gw: &Gateway, sql: &str, params: Value) -> common::Resp {
+    gw.json(
+        "POST",
+        "/database/api/query",
+        &[],
+        &json!({"sql": sql, "params": params}),
+    )
+}
+
+fn query_runs_statements_with_parameters(b: Backend) {
+    let env = start_on(b, Options::default());
+    let gw = &env.gw;
+    let r = sql(
+        gw,
+        "CREATE TABLE pets (id INTEGER PRIMARY KEY, name TEXT NOT NULL, weight REAL, tag BLOB)",
+        json!([]),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = sql(
+        gw,
+        "INSERT INTO pets (name, weight, tag) VALUES (?, ?, X'00ff')",
+        json!(["rex", 12.5]),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["rowCount"], 1);
+    sql(
+        gw,
+        "INSERT INTO pets (name) VALUES (?1), (?2)",
+        json!(["a", "b"]),
+    );
+    let r = sql(
+        gw,
+        "SELECT id, name, weight, tag FROM pets WHERE name = ?",
+        json!(["rex"]),
+    );
+    let v = r.json();
+    assert_eq!(v["rowCount"], 1);
+    assert!(v["duration"].is_number());
+    assert_eq!(
+        v["rows"],
+        json!([{"id": 1, "name": "rex", "weight": 12.5, "tag": "AP8="}])
+    );
+    let r = sql(
+        gw,
+        "UPDATE pets SET weight = 1 WHERE weight IS NULL",
+        json!(null),
+    );
+    assert_eq!(r.json()["rowCount"], 2);
+}
+crate::on_both!(query_runs_statements_with_parameters);
+
+fn sql_errors_are_400_with_the_engine_message(b: Backend) {
+    let env = start_on(b, Options::default());
+    let gw = &env.gw;
+    let r = sql(gw, "SELEC 1", json!([]));
+    assert_eq!(r.status, 400, "{r:?}\n{}", gw.logs());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("syntax error"),
+        "{r:?}"
+    );
+    let r = sql(gw, "SELECT * FROM missing_table", json!([]));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("no such table: missing_table"),
+        "{r:?}"
+    );
+    sql(gw, "CREATE TABLE t (v TEXT NOT NULL)", json!([]));
+    let r = sql(gw, "INSERT INTO t (v) VALUES (NULL)", json!([]));
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("NOT NULL constraint failed"),
+        "{r:?}"
+    );
+    for body in [json!({}), json!({"sql": ""}), json!({"sql": 42})] {
+        let r = gw.json("POST", "/database/api/query", &[], &body);
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json(), json!({"error": "Missing or invalid SQL query"}));
+    }
+    let r = gw.json(
+        "POST",
+        "/database/api/query",
+        &[],
+        &json!({"sql": "SELECT ?", "params": [[1]]}),
+    );
+    assert_eq!(r.status, 400);
+    let r = gw.send(
+        "POST",
+        "/database/api/query",
+        &[("content-type", "application/json")],
+        Some(b"{nope"),
+    );
+    assert_eq!(r.status, 400);
+    let r = gw.send(
+        "POST",
+        "/database/api/query",
+        &[("content-type", "text/plain")],
+        Some(b"SELECT 1"),
+    );
+    assert_eq!(r.status, 415);
+}
+crate::on_both!(sql_errors_are_400_with_the_engine_message);
+
+fn tables_schema_and_rows(b: Backend) {
+    let env = start_on(b, Options::default());
+    let gw = &env.gw;
+    sql(
+        gw,
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT)",
+        json!([]),
+    );
+    for i in 0..5 {
+        sql(
+            gw,
+            "INSERT INTO people (name) VALUES (?)",
+            json!([format!("p{i}")]),
+        );
+    }
+    let tables = gw.get("/database/api/tables").json();
+    let list = tables["tables"].as_array().unwrap();
+    assert!(
+        list.contains(&json!({"name": "people", "type": "table"})),
+        "{tables}"
+    );
+    assert!(
+        !list
+            .iter()
+            .any(|t| t["name"].as_str().unwrap().starts_with("sqlite_"))
+    );
+
+    let schema = gw.get("/database/api/tables/people/schema").json();
+    assert_eq!(
+        schema,
+        json!({"table": "people", "columns": [
+            {"name": "id", "type": "INTEGER", "nullable": true, "pk": true},
+            {"name": "name", "type": "TEXT", "nullable": false, "pk": false},
+            {"name": "note", "type": "TEXT", "nullable": true, "pk": false},
+        ]})
+    );
+    let page = gw
+        .get("/database/api/tables/people/rows?limit=2&offset=1")
+        .json();
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["limit"], 2);
+    assert_eq!(page["offset"], 1);
+    assert_eq!(
+        page["rows"],
+        json!([{"id": 2, "name": "p1", "note": null}, {"id": 3, "name": "p2", "note": null}])
+    );
+    assert_eq!(
+        gw.get("/database/api/tables/people/rows?limit=5000").json()["limit"],
+        1000
+    );
+    assert_eq!(
+        gw.get("/database/api/tables/people/rows").json()["limit"],
+        100
+    );
+    for bad in ["limit=0", "limit=-3", "limit=abc", "offset=-1"] {
+        assert_eq!(
+            gw.get(&format!("/database/api/tables/people/rows?{bad}"))
+                .status,
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(gw.get("/database/api/tables/nope/schema").status, 404);
+    assert_eq!(
+        gw.get("/database/api/tables/x%22%3B%20DROP/rows").status,
+        404
+    );
+    let health = gw.get("/database/api/health").json();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["primary"]["ok"], true);
+    assert_eq!(health["replicas"], json!([]));
+}
+crate::on_both!(tables_schema_and_rows);
+
+fn data_survives_a_restart(b: Backend) {
+    let mut env = start_on(b, Options::default());
+    sql(&env.gw, "CREATE TABLE kept (v TEXT)", json!([]));
+    sql(&env.gw, "INSERT INTO kept VALUES ('still here')", json!([]));
+    env.gw.stop();
+    let mut opts = Options::default().ready();
+    opts.dir = Some(env.gw.dir.clone());
+    if let Some(s) = &env._sqld {
+        opts = opts.env("DATABASE_LIBSQL_URL", &s.url());
+    }
+    let again = Gateway::start(opts);
+    let r = sql(&again, "SELECT v FROM kept", json!([]));
+    assert_eq!(r.json()["rows"], json!([{"v": "still here"}]));
+}
+crate::on_both!(data_survives_a_restart);
+
+#[test]
+fn database_api_is_admin_only() {
+    let gw = Gateway::start(Options::default().env("RUNTIME_MASTER_KEY", "mk").ready());
+    let r = gw.get("/database/api/tables");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.json(),
+        json!({"code": "AUTH_REQUIRED", "error": "Unauthorized"})
+    );
+    assert_eq!(
+        gw.get_with("/database/api/tables", &[("x-api-key", "mk")])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn local_file_lives_in_the_data_dir() {
+    let gw = Gateway::start(Options::default().ready());
+    assert!(gw.path("data/buntime.db").is_file());
+    let mut opts = Options::default().ready();
+    opts.env
+        .push(("DATABASE_LIBSQL_URL".into(), "file:custom/place.db".into()));
+    let gw = Gateway::start(opts);
+    assert!(gw.path("custom/place.db").is_file());
+}
+
+#[test]
+fn remote_database_down_at_start_then_up() {
+    require_sqld!();
+    let http = common::free_port();
+    let grpc = common::free_port();
+    let url = format!("http://127.0.0.1:{http}");
+    let gw = Gateway::start(Options::default().env("DATABASE_LIBSQL_URL", &url));
+    // The server is up, but not ready, and says why.
+    let ready = gw.get("/api/health/ready");
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["status"], "starting");
+    assert!(
+        ready.json()["waiting"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("database:"),
+        "{ready:?}"
+    );
+    assert_eq!(gw.get("/api/health").status, 200);
+    let r = sql(&gw, "SELECT 1", json!([]));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json(), json!({"error": "Database unavailable"}));
+    assert_eq!(gw.get("/database/api/health").json()["status"], "unhealthy");
+    // The database comes up: the gateway reconnects on its own.
+    let _sqld = Sqld::start_on(http, grpc, &[]);
+    eventually(Duration::from_secs(40), || {
+        (gw.get("/api/health/ready").status == 200).then_some(())
+    })
+    .expect("ready once the database answers");
+    assert_eq!(
+        sql(&gw, "SELECT 1 AS one", json!([])).json()["rows"],
+        json!([{"one": 1}])
+    );
+}
+
+#[test]
+fn remote_database_going_away_answers_503_and_recovers() {
+    require_sqld!();
+    let mut sqld = Sqld::start(&[]);
+    let gw = Gateway::start(
+        Options::default()
+            .env("DATABASE_LIBSQL_URL", &sqld.url())
+            .ready(),
+    );
+    sql(&gw, "CREATE TABLE t (v INTEGER)", json!([]));
+    sqld.stop();
+    let r = sql(&gw, "INSERT INTO t VALUES (1)", json!([]));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json(), json!({"error": "Database unavailable"}));
+    // Readiness answered once; a shared database outage does not take every gateway out.
+    assert_eq!(gw.get("/api/health/ready").status, 200);
+    sqld.restart();
+    let r = eventually(Duration::from_secs(10), || {
+        let r = sql(&gw, "INSERT INTO t VALUES (1)", json!([]));
+        (r.status == 200).then_some(r)
+    });
+    assert!(r.is_some(), "writes work again once the database is back");
+}
+
+#[test]
+fn sqld_with_jwt_auth() {
+    require_sqld!();
+    let (_keydir, key_file) = Sqld::jwt_key_file();
+    let sqld = Sqld::start(&["--auth-jwt-key-file", &key_file]);
+    let gw = Gateway::start(
+        Options::default()
+            .env("DATABASE_LIBSQL_URL", &sqld.url())
+            .env("DATABASE_LIBSQL_AUTH_TOKEN", &token("rw"))
+            .ready(),
+    );
+    sql(&gw, "CREATE TABLE secured (v TEXT)", json!([]));
+    sql(&gw, "INSERT INTO secured VALUES ('ok')", json!([]));
+    assert_eq!(
+        sql(&gw, "SELECT v FROM secured", json!([])).json()["rows"],
+        json!([{"v": "ok"}])
+    );
+    // The token never reaches the logs.
+    assert!(!gw.logs().contains(&token("rw")));
+
+    // Without the token the database refuses: the gateway never becomes ready.
+    let unauthenticated =
+        Gateway::start(Options::default().env("DATABASE_LIBSQL_URL", &sqld.url()));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(unauthenticated.get("/api/health/ready").status, 503);
+    assert_eq!(sql(&unauthenticated, "SELECT 1", json!([])).status, 503);
+}
+
+#[test]
+fn reads_go_to_a_replica_and_fall_back_to_the_primary() {
+    require_sqld!();
+    let mut primary = Sqld::start(&[]);
+    let mut replica = primary.replica(&[]);
+    let gw = Gateway::start(
+        Options::default()
+            .env("DATABASE_LIBSQL_URL", &primary.url())
+            .env("DATABASE_LIBSQL_REPLICAS_1", &replica.url())
+            .ready(),
+    );
+    let health = gw.get("/database/api/health").json();
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert_eq!(health["replicas"][0]["url"], replica.url());
+    sql(&gw, "CREATE TABLE r (v TEXT)", json!([]));
+    sql(&gw, "INSERT INTO r VALUES ('replicated')", json!([]));
+    // Reads are served by the replica (after its small lag).
+    let seen = eventually(Duration::from_secs(10), || {
+        let rows = sql(&gw, "SELECT v FROM r", json!([])).json()["rows"].clone();
+        (rows == json!([{"v": "replicated"}])).then_some(())
+    });
+    assert!(seen.is_some(), "the replica serves the write");
+    // With the primary gone, reads still work: they are the replica's.
+    primary.stop();
+    let r = sql(&gw, "SELECT v FROM r", json!([]));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(gw.get("/database/api/health").json()["status"], "unhealthy");
+    assert_eq!(
+        sql(&gw, "INSERT INTO r VALUES ('x')", json!([])).status,
+        503
+    );
+    primary.restart();
+    replica.stop();
+    assert_eq!(gw.get("/database/api/health").json()["status"], "degraded");
+    // A failing replica falls back to the primary.
+    let r = sql(&gw, "SELECT v FROM r", json!([]));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["rows"], json!([{"v": "replicated"}]));
+}
+
+#[test]
+fn replica_config_is_validated() {
+    let (ok, out) = common::check(None, &[("DATABASE_LIBSQL_REPLICAS_1", "http://r1")]);
+    assert!(!ok);
+    assert!(
+        out.contains("DATABASE_LIBSQL_REPLICAS_N") && out.contains("remote primary"),
+        "{out}"
+    );
+    let (ok, out) = common::check(None, &[("DATABASE_LIBSQL_URL", "mysql://db")]);
+    assert!(!ok);
+    assert!(
+        out.contains("DATABASE_LIBSQL_URL") && out.contains("mysql://db"),
+        "{out}"
+    );
+}
