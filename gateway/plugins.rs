@@ -8,11 +8,16 @@ use std::sync::Arc;
 use buntime_database::{Database, DatabasePlugin};
 use buntime_keyval::{KeyVal, KeyvalPlugin};
 use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
+use buntime_proxy::ProxyPlugin;
 
 use crate::config::{Config, PluginConfig, plugin_base};
 
 /// Every plugin compiled into the binary.
-pub const CORE: &[PluginSpec] = &[buntime_database::SPEC, buntime_keyval::SPEC];
+pub const CORE: &[PluginSpec] = &[
+    buntime_database::SPEC,
+    buntime_keyval::SPEC,
+    buntime_proxy::SPEC,
+];
 
 #[derive(Debug)]
 pub struct LoadedPlugin {
@@ -22,10 +27,11 @@ pub struct LoadedPlugin {
     pub plugin: Arc<dyn Plugin>,
 }
 
-/// The loaded plugins in load order.
-#[derive(Debug, Default)]
+/// The loaded plugins in load order, and typed handles to the ones the gateway uses.
+#[derive(Default)]
 pub struct Plugins {
     pub loaded: Vec<LoadedPlugin>,
+    pub typed: Typed,
 }
 
 /// The outcome of ordering: indices in load order, and the plugins left out with why.
@@ -150,6 +156,7 @@ pub fn check(config: &Config) -> Problems {
         match p.spec.name {
             "database" => drop(DatabasePlugin::parse(s, &config.server.data_dir, own)),
             "keyval" => drop(KeyvalPlugin::parse(s, own)),
+            "proxy" => drop(ProxyPlugin::parse(s, own)),
             other => unreachable!("no core plugin named {other}"),
         }
     }
@@ -168,10 +175,9 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
         log::warn!("plugin {} not loaded: {why}", manifests[*i].name);
     }
     let mut plugins = Plugins::default();
-    let mut typed = Typed::default();
     for i in order.load {
         let pc = &config.plugins[i];
-        let plugin = construct(pc, config, &mut typed);
+        let plugin = construct(pc, config, &mut plugins.typed);
         plugins.loaded.push(LoadedPlugin {
             name: pc.spec.name,
             base: plugin_base(pc),
@@ -202,6 +208,13 @@ fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn P
             typed.keyval = Some(plugin.store());
             plugin
         }
+        "proxy" => {
+            let rules = ProxyPlugin::parse(s, &mut problems).expect("validated by check");
+            let kv = typed.keyval.clone().expect("proxy depends on keyval");
+            let plugin = Arc::new(ProxyPlugin::new(kv, rules));
+            typed.proxy = Some(plugin.clone());
+            plugin
+        }
         other => unreachable!("no core plugin named {other}"),
     }
 }
@@ -211,6 +224,7 @@ fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn P
 pub struct Typed {
     pub database: Option<Arc<Database>>,
     pub keyval: Option<KeyVal>,
+    pub proxy: Option<Arc<ProxyPlugin>>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
+use buntime_proxy::CompiledRule;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -44,6 +45,13 @@ pub struct Ctx {
     headers_out: HeaderList,
     body_limit: u64,
     body_seen: u64,
+    /// The matched proxy rule, and the path and query it sends upstream.
+    rule: Option<Arc<CompiledRule>>,
+    upstream_uri: Option<String>,
+    /// The request asks for a WebSocket upgrade.
+    websocket: bool,
+    /// Why the upstream could not be reached, when we know better than the error type.
+    error_reason: Option<&'static str>,
     _inflight: InflightGuard,
 }
 
@@ -68,6 +76,10 @@ impl ProxyHttp for Gateway {
             headers_out: HeaderList::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             body_seen: 0,
+            rule: None,
+            upstream_uri: None,
+            websocket: false,
+            error_reason: None,
             _inflight: self.shared.lifecycle.enter(),
         }
     }
@@ -114,9 +126,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // Only routes with an upstream reach this phase; none is routed here yet.
-        Error::e_explain(HTTPStatus(404), "no upstream for this route")
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        match ctx.rule.clone() {
+            Some(rule) => rule_peer(&rule, ctx),
+            // Only routes with an upstream get here.
+            None => Error::e_explain(HTTPStatus(404), "no upstream for this route"),
+        }
     }
 
     async fn upstream_request_filter(
@@ -125,7 +140,11 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.forwarding_headers(session, upstream, ctx)
+        self.forwarding_headers(session, upstream, ctx)?;
+        if let Some(rule) = &ctx.rule {
+            rule_request(rule, ctx.upstream_uri.as_deref(), upstream)?;
+        }
+        Ok(())
     }
 
     async fn request_body_filter(
@@ -169,7 +188,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let Some(resp) = error_response(e) else {
+        let Some(resp) = error_response(e, ctx.error_reason) else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -232,10 +251,15 @@ impl Gateway {
             }
         }
 
-        let route = shared.router.route(&req.method, path);
+        ctx.websocket = is_websocket(req);
+        let route = shared.router.route(&req.method, path, ctx.websocket);
         ctx.route = match &route {
             Route::Api(_) | Route::WellKnown | Route::Metrics => RouteKind::Api,
             Route::Plugin(i, _) => RouteKind::Plugin(shared.plugins.loaded[*i].name),
+            Route::Rule(rule) => {
+                ctx.rule = Some(rule.clone());
+                RouteKind::Rule(rule.id.clone())
+            }
             Route::NotFound => RouteKind::None,
         };
         ctx.body_limit = match &route {
@@ -278,6 +302,15 @@ impl Gateway {
             Route::Api(rest) => Next::RuntimeApi(rest),
             Route::WellKnown => Next::Respond(crate::api::well_known(shared.router.api_base())),
             Route::Plugin(i, rest) => Next::Plugin(i, rest),
+            Route::Rule(rule) => {
+                let mut uri = rule.upstream_path(path);
+                if let Some(q) = req.uri.query() {
+                    uri.push('?');
+                    uri.push_str(q);
+                }
+                ctx.upstream_uri = Some(uri);
+                return None;
+            }
             Route::Metrics | Route::NotFound => Next::Respond(ApiResponse::not_found()),
         })
     }
@@ -294,7 +327,7 @@ impl Gateway {
             client_ip: ctx.client_ip,
             route: &ctx.route,
             identity: ctx.identity.as_deref(),
-            rate_limit: None,
+            rate_limit: ctx.rule.as_ref().and_then(|r| r.rate_limit()),
         }
     }
 
@@ -413,6 +446,50 @@ impl Gateway {
     }
 }
 
+// === rules ===
+
+/// The peer for a rule's target: TLS and SNI for https/wss, certificate checks unless
+/// `secure: false`, the rule's timeouts (an upgraded WebSocket is not cut by the read
+/// timeout).
+fn rule_peer(rule: &CompiledRule, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    let Some(addr) = rule.upstream.addr() else {
+        ctx.error_reason = Some("upstream host does not resolve");
+        return Error::e_explain(ConnectNoRoute, "upstream host does not resolve");
+    };
+    let t = &rule.target;
+    let mut peer = HttpPeer::new(addr, t.scheme.tls(), t.host.clone());
+    let timeouts = &rule.rule.timeouts;
+    peer.options.verify_cert = rule.rule.secure;
+    peer.options.verify_hostname = rule.rule.secure;
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.read_timeout = (!ctx.websocket).then_some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.write);
+    Ok(Box::new(peer))
+}
+
+/// Rewritten path and query, changeOrigin (Host and Origin), and the rule's headers.
+fn rule_request(rule: &CompiledRule, uri: Option<&str>, up: &mut RequestHeader) -> Result<()> {
+    if let Some(uri) = uri {
+        up.set_raw_path(uri.as_bytes())?;
+    }
+    if rule.rule.change_origin {
+        up.insert_header(http::header::HOST, rule.target.authority())?;
+        if up.headers.contains_key(http::header::ORIGIN) {
+            up.insert_header(http::header::ORIGIN, rule.target.origin())?;
+        }
+    }
+    for (name, value) in &rule.headers {
+        up.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 // === helpers ===
 
 /// Keeps a sane incoming `x-request-id`, else makes a UUID v4.
@@ -481,7 +558,9 @@ fn apply_headers(h: &mut ResponseHeader, list: &HeaderList) -> Result<()> {
 }
 
 /// The JSON error for a failed request (SPEC 4.1, 8.3); `None` when the client is gone.
-fn error_response(e: &Error) -> Option<ApiResponse> {
+/// `reason` replaces the generic upstream reason when the gateway knows better.
+fn error_response(e: &Error, reason: Option<&str>) -> Option<ApiResponse> {
+    let upstream_reason = |e: &Error| reason.unwrap_or_else(|| upstream_reason(e));
     let (status, message) = match e.etype() {
         HTTPStatus(413) => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,10 +1,14 @@
 //! Which handler owns a request (SPEC 1 step 3), first match wins.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use buntime_proxy::{CompiledRule, RuleTable};
 use http::Method;
 
 use crate::plugins::Plugins;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Route {
     /// The runtime internal API; the path below the API base.
     Api(String),
@@ -12,18 +16,40 @@ pub enum Route {
     Metrics,
     /// A plugin's routes: index into the loaded plugins, and the path below its base.
     Plugin(usize, String),
+    /// A proxy rule matched.
+    Rule(Arc<CompiledRule>),
     NotFound,
 }
 
-#[derive(Debug, Clone)]
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Route::Api(a), Route::Api(b)) => a == b,
+            (Route::WellKnown, Route::WellKnown)
+            | (Route::Metrics, Route::Metrics)
+            | (Route::NotFound, Route::NotFound) => true,
+            (Route::Plugin(i, a), Route::Plugin(j, b)) => i == j && a == b,
+            (Route::Rule(a), Route::Rule(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Router {
     api_base: String,
     /// Plugin bases, longest first so `/metrics/api` wins over a shorter base.
     plugin_bases: Vec<(String, usize)>,
+    /// The proxy plugin's live rule table, when it is loaded.
+    rules: Option<Arc<ArcSwap<RuleTable>>>,
 }
 
 impl Router {
-    pub fn new(api_base: &str, plugins: &Plugins) -> Router {
+    pub fn new(
+        api_base: &str,
+        plugins: &Plugins,
+        rules: Option<Arc<ArcSwap<RuleTable>>>,
+    ) -> Router {
         let mut plugin_bases: Vec<(String, usize)> = plugins
             .loaded
             .iter()
@@ -34,6 +60,7 @@ impl Router {
         Router {
             api_base: api_base.to_string(),
             plugin_bases,
+            rules,
         }
     }
 
@@ -41,7 +68,8 @@ impl Router {
         &self.api_base
     }
 
-    pub fn route(&self, method: &Method, path: &str) -> Route {
+    /// `websocket`: the request asks for a WebSocket upgrade (rules with `ws: false` skip it).
+    pub fn route(&self, method: &Method, path: &str, websocket: bool) -> Route {
         if let Some(rest) = below(path, &self.api_base) {
             return Route::Api(rest.to_string());
         }
@@ -55,6 +83,11 @@ impl Router {
             if let Some(rest) = below(path, base) {
                 return Route::Plugin(*i, rest.to_string());
             }
+        }
+        if let Some(rules) = &self.rules
+            && let Some(rule) = rules.load().matching(path, websocket)
+        {
+            return Route::Rule(rule.clone());
         }
         Route::NotFound
     }
@@ -101,26 +134,59 @@ mod tests {
         let r = Router {
             api_base: "/api".into(),
             plugin_bases: vec![("/metrics/api".into(), 1), ("/redirects".into(), 0)],
+            rules: None,
         };
         assert_eq!(
-            r.route(&Method::GET, "/api/health"),
+            r.route(&Method::GET, "/api/health", false),
             Route::Api("/health".into())
         );
-        assert_eq!(r.route(&Method::GET, "/metrics"), Route::Metrics);
-        assert_eq!(r.route(&Method::POST, "/metrics"), Route::NotFound);
+        assert_eq!(r.route(&Method::GET, "/metrics", false), Route::Metrics);
+        assert_eq!(r.route(&Method::POST, "/metrics", false), Route::NotFound);
         assert_eq!(
-            r.route(&Method::GET, "/metrics/api/stats"),
+            r.route(&Method::GET, "/metrics/api/stats", false),
             Route::Plugin(1, "/stats".into())
         );
         assert_eq!(
-            r.route(&Method::GET, "/redirects/api/rules"),
+            r.route(&Method::GET, "/redirects/api/rules", false),
             Route::Plugin(0, "/api/rules".into())
         );
         assert_eq!(
-            r.route(&Method::GET, "/.well-known/buntime"),
+            r.route(&Method::GET, "/.well-known/buntime", false),
             Route::WellKnown
         );
-        assert_eq!(r.route(&Method::GET, "/hello"), Route::NotFound);
+        assert_eq!(r.route(&Method::GET, "/hello", false), Route::NotFound);
+    }
+
+    #[test]
+    fn rules_come_after_plugin_bases() {
+        let rule = buntime_proxy::Rule::blank("r")
+            .with_fields(
+                serde_json::json!({"pattern": "^/", "target": "http://127.0.0.1:1"})
+                    .as_object()
+                    .unwrap(),
+                true,
+            )
+            .unwrap();
+        let compiled =
+            Arc::new(CompiledRule::compile(rule, &buntime_proxy::Resolver::default()).unwrap());
+        let table = RuleTable::build(vec![compiled]).unwrap();
+        let r = Router {
+            api_base: "/api".into(),
+            plugin_bases: vec![("/redirects".into(), 0)],
+            rules: Some(Arc::new(ArcSwap::from_pointee(table))),
+        };
+        assert_eq!(
+            r.route(&Method::GET, "/api/health", false),
+            Route::Api("/health".into())
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/redirects/api/rules", false),
+            Route::Plugin(0, "/api/rules".into())
+        );
+        assert!(matches!(
+            r.route(&Method::GET, "/anything", false),
+            Route::Rule(_)
+        ));
     }
 
     #[test]

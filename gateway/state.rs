@@ -33,7 +33,14 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, plugins: Plugins) -> Shared {
-        let router = Router::new(&config.server.api_base, &plugins);
+        let rules = plugins.typed.proxy.as_ref().map(|p| p.table());
+        if let Some(proxy) = &plugins.typed.proxy {
+            let api_base = config.server.api_base.clone();
+            proxy.set_public_check(Arc::new(move |_method: &str, path: &str| {
+                crate::api::is_public_path(&api_base, path)
+            }));
+        }
+        let router = Router::new(&config.server.api_base, &plugins, rules);
         let openapi = crate::api::openapi(&config.server.api_base, &plugins);
         let access_log = config
             .server

@@ -195,12 +195,7 @@ fn data_survives_a_restart(b: Backend) {
     sql(&env.gw, "CREATE TABLE kept (v TEXT)", json!([]));
     sql(&env.gw, "INSERT INTO kept VALUES ('still here')", json!([]));
     env.gw.stop();
-    let mut opts = Options::default().ready();
-    opts.dir = Some(env.gw.dir.clone());
-    if let Some(s) = &env._sqld {
-        opts = opts.env("DATABASE_LIBSQL_URL", &s.url());
-    }
-    let again = Gateway::start(opts);
+    let again = Gateway::start(env.same_database());
     let r = sql(&again, "SELECT v FROM kept", json!([]));
     assert_eq!(r.json()["rows"], json!([{"v": "still here"}]));
 }

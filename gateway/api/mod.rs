@@ -17,6 +17,15 @@ pub fn is_public(rest: &str) -> bool {
     )
 }
 
+/// Paths open to everyone whatever the auth settings: the runtime API's public paths,
+/// `/.well-known/buntime` and `/metrics` (SPEC 6.3).
+pub fn is_public_path(api_base: &str, path: &str) -> bool {
+    path == "/.well-known/buntime"
+        || path == "/metrics"
+        || crate::routes::below(path, api_base)
+            .is_some_and(|rest| is_public(rest.trim_end_matches('/')))
+}
+
 pub fn handle(shared: &Shared, req: &ApiRequest) -> ApiResponse {
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let path = req.path.trim_end_matches('/');

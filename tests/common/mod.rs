@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod sqld;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -392,6 +393,19 @@ pub enum Backend {
 pub struct Env {
     pub gw: Gateway,
     pub _sqld: Option<sqld::Sqld>,
+}
+
+impl Env {
+    /// Options for another gateway on the same database: the same data dir, or the same
+    /// sqld.
+    pub fn same_database(&self) -> Options {
+        let mut opts = Options::default().ready();
+        match &self._sqld {
+            Some(s) => opts = opts.env("DATABASE_LIBSQL_URL", &s.url()),
+            None => opts.dir = Some(self.gw.dir.clone()),
+        }
+        opts
+    }
 }
 
 /// Starts a ready gateway whose database is a local file or a fresh sqld.

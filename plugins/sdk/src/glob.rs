@@ -77,6 +77,107 @@ impl PartialEq for GlobSet {
     }
 }
 
+/// Public routes (SPEC 6.3): a list of globs for every method, or a map from method (or
+/// `ALL`) to globs. Methods compare case-insensitively.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RouteGlobs {
+    all: Option<GlobSet>,
+    by_method: Vec<(String, GlobSet)>,
+}
+
+impl RouteGlobs {
+    /// From `["/a/**"]` or `{"GET": ["/a/**"], "ALL": ["/b"]}`; `null` is empty.
+    pub fn from_json(v: &serde_json::Value) -> Result<RouteGlobs, String> {
+        use serde_json::Value;
+        let globs = |v: &Value, what: &str| -> Result<GlobSet, String> {
+            let items = v
+                .as_array()
+                .ok_or_else(|| format!("{what} must be a list of path patterns"))?;
+            let texts = items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| format!("{what} must hold strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            GlobSet::new(texts)
+        };
+        match v {
+            Value::Null => Ok(RouteGlobs::default()),
+            Value::Array(_) => Ok(RouteGlobs {
+                all: Some(globs(v, "publicRoutes")?),
+                by_method: Vec::new(),
+            }),
+            Value::Object(map) => {
+                let mut out = RouteGlobs::default();
+                for (method, list) in map {
+                    let m = method.to_ascii_uppercase();
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        return Err(format!("{method:?} is not an HTTP method"));
+                    }
+                    let set = globs(list, &format!("publicRoutes.{method}"))?;
+                    if m == "ALL" {
+                        out.all = Some(set);
+                    } else {
+                        out.by_method.push((m, set));
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(
+                "publicRoutes must be a list of path patterns or a map of method to patterns"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Globs that apply to every method.
+    pub fn for_all<I, S>(globs: I) -> Result<RouteGlobs, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(RouteGlobs {
+            all: Some(GlobSet::new(globs)?),
+            by_method: Vec::new(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.as_ref().is_none_or(GlobSet::is_empty) && self.by_method.is_empty()
+    }
+
+    pub fn is_match(&self, method: &str, path: &str) -> bool {
+        self.all.as_ref().is_some_and(|g| g.is_match(path))
+            || self
+                .by_method
+                .iter()
+                .any(|(m, g)| m.eq_ignore_ascii_case(method) && g.is_match(path))
+    }
+
+    /// The same shape as it was given: a list, or a map of method to list.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{Map, Value};
+        if self.by_method.is_empty() {
+            return Value::from(
+                self.all
+                    .as_ref()
+                    .map_or(&[][..], GlobSet::patterns)
+                    .to_vec(),
+            );
+        }
+        let mut m = Map::new();
+        if let Some(all) = &self.all {
+            m.insert("ALL".into(), Value::from(all.patterns().to_vec()));
+        }
+        for (method, g) in &self.by_method {
+            m.insert(method.clone(), Value::from(g.patterns().to_vec()));
+        }
+        Value::Object(m)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +224,29 @@ mod tests {
         assert!(m("(^/v[0-9]+/public)", "/v2/public/x"));
         assert!(!m("(^/v[0-9]+/public$)", "/v2/public/x"));
         assert!(GlobSet::new(["(unclosed"]).is_err());
+    }
+
+    #[test]
+    fn route_globs_by_method() {
+        let r =
+            RouteGlobs::from_json(&serde_json::json!({"get": ["/config/**"], "ALL": ["/health"]}))
+                .unwrap();
+        assert!(r.is_match("GET", "/config/a"));
+        assert!(r.is_match("get", "/config/a"));
+        assert!(!r.is_match("POST", "/config/a"));
+        assert!(r.is_match("DELETE", "/health"));
+        let list = RouteGlobs::from_json(&serde_json::json!(["/pub/*"])).unwrap();
+        assert!(list.is_match("PATCH", "/pub/x"));
+        assert_eq!(list.to_json(), serde_json::json!(["/pub/*"]));
+        assert!(
+            RouteGlobs::from_json(&serde_json::json!(null))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(RouteGlobs::from_json(&serde_json::json!("x")).is_err());
+        assert!(RouteGlobs::from_json(&serde_json::json!({"GET": "x"})).is_err());
+        assert!(RouteGlobs::from_json(&serde_json::json!({"G T": []})).is_err());
+        assert!(RouteGlobs::from_json(&serde_json::json!(["(bad"])).is_err());
     }
 
     #[test]

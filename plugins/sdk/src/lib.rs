@@ -14,7 +14,7 @@ pub mod settings;
 pub mod tasks;
 
 pub use api::{ApiError, ApiRequest, ApiResponse, ApiResult};
-pub use glob::GlobSet;
+pub use glob::{GlobSet, RouteGlobs};
 pub use plugin::{Manifest, Plugin, PluginError, PluginSpec, Readiness};
 pub use request::{HeaderList, Identity, RateLimitSpec, RequestInfo, RouteKind};
 pub use settings::{Problem, Problems, Settings};

@@ -1,0 +1,164 @@
+//! `/redirects/api` (SPEC 4.3, admin). Error bodies are `{"error": "<text>"}`.
+
+use buntime_plugin_sdk::openapi::Paths;
+use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
+use http::{Method, StatusCode};
+use serde_json::{Map, Value as Json, json};
+
+use crate::PublicCheck;
+use crate::store::RuleStore;
+
+pub async fn handle(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult {
+    let segs = req.segments();
+    match (&req.method, segs.as_slice()) {
+        (&Method::GET, ["api", "rules"]) => Ok(list(store)),
+        (&Method::POST, ["api", "rules"]) => {
+            let rule = store.create(&object(req)?).await?;
+            Ok(ApiResponse::json(StatusCode::CREATED, &rule.to_json()))
+        }
+        (&Method::PUT, ["api", "rules", "reorder"]) => reorder(store, req).await,
+        (&Method::POST, ["api", "rules", "test"]) => test(store, public, req),
+        (&Method::GET, ["api", "rules", id]) => {
+            let table = store.table().load();
+            let rule = table
+                .get(id)
+                .ok_or_else(|| ApiError::not_found("Rule not found"))?;
+            Ok(ApiResponse::ok(&rule.rule.to_json()))
+        }
+        (&Method::PUT, ["api", "rules", id]) => {
+            let rule = store.update(id, &object(req)?).await?;
+            Ok(ApiResponse::ok(&rule.to_json()))
+        }
+        (&Method::PATCH, ["api", "rules", id, "toggle"]) => {
+            Ok(ApiResponse::ok(&store.toggle(id).await?.to_json()))
+        }
+        (&Method::DELETE, ["api", "rules", id]) => {
+            store.delete(id).await?;
+            Ok(ApiResponse::ok(&json!({"success": true})))
+        }
+        _ => Ok(ApiResponse::not_found()),
+    }
+}
+
+pub fn openapi() -> Json {
+    let mut p = Paths::new();
+    p.add(
+        "GET",
+        "/redirects/api/rules",
+        "All rules, static then dynamic",
+        true,
+        &[200, 401],
+    )
+    .add(
+        "POST",
+        "/redirects/api/rules",
+        "Create a rule",
+        true,
+        &[201, 400, 401, 409, 415, 503],
+    )
+    .add(
+        "GET",
+        "/redirects/api/rules/{id}",
+        "One rule",
+        true,
+        &[200, 401, 404],
+    )
+    .add(
+        "PUT",
+        "/redirects/api/rules/{id}",
+        "Update a rule (partial)",
+        true,
+        &[200, 400, 401, 403, 404],
+    )
+    .add(
+        "DELETE",
+        "/redirects/api/rules/{id}",
+        "Delete a rule",
+        true,
+        &[200, 401, 403, 404],
+    )
+    .add(
+        "PATCH",
+        "/redirects/api/rules/{id}/toggle",
+        "Flip enabled",
+        true,
+        &[200, 401, 403, 404],
+    )
+    .add(
+        "PUT",
+        "/redirects/api/rules/reorder",
+        "Set the order of every dynamic rule",
+        true,
+        &[200, 400, 401, 403, 404],
+    )
+    .add(
+        "POST",
+        "/redirects/api/rules/test",
+        "What the gateway would do with a method and path",
+        true,
+        &[200, 400, 401],
+    );
+    p.into_value()
+}
+
+fn object(req: &ApiRequest) -> Result<Map<String, Json>, ApiError> {
+    match req.json::<Json>()? {
+        Json::Object(m) => Ok(m),
+        _ => Err(ApiError::bad_request("The body must be a JSON object")),
+    }
+}
+
+fn list(store: &RuleStore) -> ApiResponse {
+    let table = store.table().load();
+    let rules: Vec<Json> = table.all().iter().map(|r| r.rule.to_json()).collect();
+    ApiResponse::ok(&rules)
+}
+
+async fn reorder(store: &RuleStore, req: &ApiRequest) -> ApiResult {
+    let body = object(req)?;
+    let ids: Vec<String> = body
+        .get("ids")
+        .and_then(Json::as_array)
+        .filter(|a| !a.is_empty())
+        .and_then(|a| a.iter().map(|v| v.as_str().map(String::from)).collect())
+        .ok_or_else(|| ApiError::bad_request("ids must be a non-empty array"))?;
+    let rules = store.reorder(&ids).await?;
+    Ok(ApiResponse::ok(
+        &rules.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+    ))
+}
+
+fn test(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult {
+    let body = object(req)?;
+    let text = |k: &str| body.get(k).and_then(Json::as_str).filter(|s| !s.is_empty());
+    let (Some(method), Some(full)) = (text("method"), text("path")) else {
+        return Err(ApiError::bad_request("method and path are required"));
+    };
+    let (path, query) = match full.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (full, None),
+    };
+    let table = store.table().load();
+    let Some(rule) = table.matching(path, false) else {
+        return Ok(ApiResponse::ok(
+            &json!({"matched": false, "public": public(method, path)}),
+        ));
+    };
+    let t = &rule.target;
+    let mut upstream = format!(
+        "{}{}",
+        t.url_prefix().trim_end_matches(&t.base_path),
+        rule.upstream_path(path)
+    );
+    if let Some(q) = query {
+        upstream.push('?');
+        upstream.push_str(q);
+    }
+    Ok(ApiResponse::ok(&json!({
+        "matched": true,
+        "rule": rule.rule.to_json(),
+        "captures": rule.captures(path),
+        "upstreamUrl": upstream,
+        "public": rule.public.is_match(method, path) || public(method, path),
+    })))
+}

@@ -1,0 +1,488 @@
+//! The rule model of SPEC 4.1: validation with the API's error texts, defaults, and the
+//! compiled form the request path uses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buntime_plugin_sdk::duration::parse_duration;
+use buntime_plugin_sdk::{RateLimitSpec, RouteGlobs};
+use http::{HeaderName, HeaderValue};
+use regex::Regex;
+use serde_json::{Map, Value as Json, json};
+
+use crate::resolve::{Resolver, Upstream};
+use crate::rewrite::Template;
+use crate::target::Target;
+
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ: Duration = Duration::from_secs(60);
+pub const DEFAULT_WRITE: Duration = Duration::from_secs(60);
+
+/// Output-only fields a client may send back unchanged (the original's UI does).
+const IGNORED_FIELDS: [&str; 4] = ["order", "readonly", "createdAt", "updatedAt"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT,
+            read: DEFAULT_READ,
+            write: DEFAULT_WRITE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub name: String,
+    pub pattern: String,
+    pub target: String,
+    pub rewrite: Option<String>,
+    pub change_origin: bool,
+    pub secure: bool,
+    pub ws: bool,
+    pub headers: BTreeMap<String, String>,
+    /// As given: a list of globs or a map of method to globs.
+    pub public_routes: Json,
+    pub enabled: bool,
+    pub order: i64,
+    pub timeouts: Timeouts,
+    pub rate_limit: Option<RateLimitSpec>,
+    /// `timeouts` and `rateLimit` as given, echoed back as written (`60s` stays `60s`).
+    timeouts_given: Map<String, Json>,
+    rate_limit_given: Option<Json>,
+    pub readonly: bool,
+}
+
+impl Rule {
+    /// A rule with every default and the given identity; `from_fields` fills the rest.
+    pub fn blank(id: &str) -> Rule {
+        Rule {
+            id: id.to_string(),
+            name: String::new(),
+            pattern: String::new(),
+            target: String::new(),
+            rewrite: None,
+            change_origin: false,
+            secure: true,
+            ws: true,
+            headers: BTreeMap::new(),
+            public_routes: Json::Array(Vec::new()),
+            enabled: true,
+            order: 0,
+            timeouts: Timeouts::default(),
+            rate_limit: None,
+            timeouts_given: Map::new(),
+            rate_limit_given: None,
+            readonly: false,
+        }
+    }
+
+    /// Applies the fields of a POST or PUT body (or a stored rule) over `self`.
+    /// `strict`: unknown fields are an error (API input), else ignored (stored data).
+    pub fn with_fields(mut self, fields: &Map<String, Json>, strict: bool) -> Result<Rule, String> {
+        let pattern_given = fields.contains_key("pattern");
+        let name_given = fields.contains_key("name");
+        for (k, v) in fields {
+            match k.as_str() {
+                "id" => {} // decided by the caller
+                "name" => self.name = string(k, v)?,
+                "pattern" => self.pattern = string(k, v)?,
+                "target" => self.target = string(k, v)?,
+                "rewrite" => {
+                    self.rewrite = match v {
+                        Json::Null => None,
+                        _ => Some(string(k, v)?).filter(|s| !s.is_empty()),
+                    }
+                }
+                "changeOrigin" => self.change_origin = boolean(k, v)?,
+                "secure" => self.secure = boolean(k, v)?,
+                "ws" => self.ws = boolean(k, v)?,
+                "enabled" => self.enabled = boolean(k, v)?,
+                "headers" => self.headers = headers(v)?,
+                "publicRoutes" => {
+                    let globs = RouteGlobs::from_json(v)
+                        .map_err(|e| format!("Invalid publicRoutes: {e}"))?;
+                    self.public_routes = globs.to_json();
+                }
+                "timeouts" => {
+                    self.timeouts = timeouts(v)?;
+                    self.timeouts_given = v.as_object().cloned().unwrap_or_default();
+                }
+                "rateLimit" => {
+                    self.rate_limit = rate_limit(v)?;
+                    self.rate_limit_given = self.rate_limit.is_some().then(|| v.clone());
+                }
+                other if IGNORED_FIELDS.contains(&other) || !strict => {}
+                other => return Err(format!("Unknown field: {other}")),
+            }
+        }
+        // The name follows the pattern unless it was set on its own.
+        if pattern_given && !name_given && (self.name.is_empty() || self.name == self.pattern) {
+            self.name = self.pattern.clone();
+        }
+        if self.name.is_empty() {
+            self.name = self.pattern.clone();
+        }
+        Ok(self)
+    }
+
+    pub fn to_json(&self) -> Json {
+        let mut v = json!({
+            "id": self.id,
+            "name": self.name,
+            "pattern": self.pattern,
+            "target": self.target,
+            "changeOrigin": self.change_origin,
+            "secure": self.secure,
+            "ws": self.ws,
+            "headers": self.headers,
+            "publicRoutes": self.public_routes,
+            "enabled": self.enabled,
+            "order": self.order,
+            "timeouts": self.timeouts_json(),
+            "readonly": self.readonly,
+        });
+        if let Some(r) = &self.rewrite {
+            v["rewrite"] = json!(r);
+        }
+        if let Some(l) = &self.rate_limit_given {
+            v["rateLimit"] = l.clone();
+        }
+        v
+    }
+
+    /// Every timeout, as given or the default.
+    fn timeouts_json(&self) -> Json {
+        let mut t = Map::new();
+        for (key, default) in [
+            ("connect", DEFAULT_CONNECT),
+            ("read", DEFAULT_READ),
+            ("write", DEFAULT_WRITE),
+        ] {
+            let given = self.timeouts_given.get(key).cloned();
+            t.insert(
+                key.into(),
+                given.unwrap_or_else(|| json!(format!("{}s", default.as_secs()))),
+            );
+        }
+        Json::Object(t)
+    }
+}
+
+fn string(field: &str, v: &Json) -> Result<String, String> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{field} must be a string"))
+}
+
+fn boolean(field: &str, v: &Json) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("{field} must be a boolean"))
+}
+
+fn headers(v: &Json) -> Result<BTreeMap<String, String>, String> {
+    let map = match v {
+        Json::Null => return Ok(BTreeMap::new()),
+        Json::Object(m) => m,
+        _ => return Err("Invalid headers: must be an object of header names to values".into()),
+    };
+    let mut out = BTreeMap::new();
+    for (name, value) in map {
+        HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("Invalid headers: {name:?} is not a header name"))?;
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("Invalid headers: the value of {name} must be a string"))?;
+        HeaderValue::from_str(text).map_err(|_| {
+            format!("Invalid headers: the value of {name} is not a valid header value")
+        })?;
+        out.insert(name.clone(), text.to_string());
+    }
+    Ok(out)
+}
+
+fn duration(what: &str, v: &Json) -> Result<Duration, String> {
+    let text = match v {
+        Json::String(s) => s.clone(),
+        Json::Number(n) if n.as_u64().is_some() => n.to_string(),
+        _ => return Err(format!("{what} must be a duration like 5s")),
+    };
+    parse_duration(&text).map_err(|e| format!("{what} {text:?}: {e}"))
+}
+
+fn timeouts(v: &Json) -> Result<Timeouts, String> {
+    let mut t = Timeouts::default();
+    let map = match v {
+        Json::Null => return Ok(t),
+        Json::Object(m) => m,
+        _ => return Err("Invalid timeouts: must be an object with connect, read, write".into()),
+    };
+    for (k, d) in map {
+        let parsed = duration(k, d).map_err(|e| format!("Invalid timeouts: {e}"))?;
+        if parsed.is_zero() {
+            return Err(format!("Invalid timeouts: {k} must be more than zero"));
+        }
+        match k.as_str() {
+            "connect" => t.connect = parsed,
+            "read" => t.read = parsed,
+            "write" => t.write = parsed,
+            other => return Err(format!("Invalid timeouts: unknown key {other}")),
+        }
+    }
+    Ok(t)
+}
+
+fn rate_limit(v: &Json) -> Result<Option<RateLimitSpec>, String> {
+    let map = match v {
+        Json::Null => return Ok(None),
+        Json::Object(m) => m,
+        _ => return Err("Invalid rateLimit: must be an object {requests, window}".into()),
+    };
+    let requests = map
+        .get("requests")
+        .and_then(Json::as_u64)
+        .filter(|n| *n > 0)
+        .ok_or("Invalid rateLimit: requests must be a positive integer")?;
+    let window = duration("window", map.get("window").unwrap_or(&json!("1m")))
+        .map_err(|e| format!("Invalid rateLimit: {e}"))?;
+    if window.is_zero() {
+        return Err("Invalid rateLimit: window must be more than zero".into());
+    }
+    if let Some(k) = map.keys().find(|k| *k != "requests" && *k != "window") {
+        return Err(format!("Invalid rateLimit: unknown key {k}"));
+    }
+    Ok(Some(RateLimitSpec { requests, window }))
+}
+
+/// Ids a client may choose: `[A-Za-z0-9_-]{1,64}`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+// === compiled ===
+
+/// A validated rule ready for the request path.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub rule: Rule,
+    pub id: Arc<str>,
+    pub regex: Regex,
+    pub target: Target,
+    pub rewrite: Option<Template>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub public: RouteGlobs,
+    pub upstream: Arc<Upstream>,
+}
+
+impl CompiledRule {
+    /// Checks everything about `rule`; errors are the API's 400 texts.
+    pub fn compile(rule: Rule, resolver: &Resolver) -> Result<CompiledRule, String> {
+        if rule.pattern.is_empty() || rule.target.is_empty() {
+            return Err("pattern and target are required".into());
+        }
+        let regex = Regex::new(&rule.pattern)
+            .map_err(|e| format!("Invalid regex pattern: {}", one_line(&e.to_string())))?;
+        let target = Target::parse(&rule.target).map_err(|_| "Invalid target URL".to_string())?;
+        let rewrite = rule
+            .rewrite
+            .as_deref()
+            .map(|t| Template::parse(t, &regex))
+            .transpose()
+            .map_err(|e| format!("Invalid rewrite: {e}"))?;
+        let headers = rule
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("Invalid headers: {k}"))?,
+                    HeaderValue::from_str(v).map_err(|_| format!("Invalid headers: {k}"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let public = RouteGlobs::from_json(&rule.public_routes)
+            .map_err(|e| format!("Invalid publicRoutes: {e}"))?;
+        let upstream = resolver.upstream(&target.host, target.port);
+        Ok(CompiledRule {
+            id: Arc::from(rule.id.as_str()),
+            rule,
+            regex,
+            target,
+            rewrite,
+            headers,
+            public,
+            upstream,
+        })
+    }
+
+    /// The upstream path for a request path: rewrite (if any), then the target's base path.
+    pub fn upstream_path(&self, path: &str) -> String {
+        let rewritten = match &self.rewrite {
+            Some(t) => match self.regex.captures(path) {
+                Some(caps) => t.expand(&caps),
+                None => path.to_string(),
+            },
+            None => path.to_string(),
+        };
+        self.target.join(&rewritten)
+    }
+
+    /// Groups 1..n of the match; a group that did not take part is empty.
+    pub fn captures(&self, path: &str) -> Vec<String> {
+        self.regex
+            .captures(path)
+            .map(|c| {
+                (1..c.len())
+                    .map(|i| c.get(i).map_or(String::new(), |m| m.as_str().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn rate_limit(&self) -> Option<&RateLimitSpec> {
+        self.rule.rate_limit.as_ref()
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(fields: Json) -> Result<CompiledRule, String> {
+        let r = Rule::blank("r1").with_fields(fields.as_object().unwrap(), true)?;
+        CompiledRule::compile(r, &Resolver::default())
+    }
+
+    #[test]
+    fn defaults_and_output() {
+        let c =
+            rule(json!({"pattern": "^/api(/.*)?$", "target": "http://127.0.0.1:9000"})).unwrap();
+        let v = c.rule.to_json();
+        assert_eq!(v["name"], "^/api(/.*)?$");
+        assert_eq!(v["secure"], true);
+        assert_eq!(v["ws"], true);
+        assert_eq!(v["changeOrigin"], false);
+        assert_eq!(v["enabled"], true);
+        assert_eq!(v["headers"], json!({}));
+        assert_eq!(v["publicRoutes"], json!([]));
+        assert_eq!(
+            v["timeouts"],
+            json!({"connect": "5s", "read": "60s", "write": "60s"})
+        );
+        assert_eq!(v["readonly"], false);
+        assert!(v.get("rewrite").is_none());
+    }
+
+    #[test]
+    fn each_error_text() {
+        let cases = [
+            (
+                json!({"target": "http://h"}),
+                "pattern and target are required",
+            ),
+            (
+                json!({"pattern": "^/a("}),
+                "pattern and target are required",
+            ),
+            (
+                json!({"pattern": "^/a(", "target": "http://h"}),
+                "Invalid regex pattern: ",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "ftp://h"}),
+                "Invalid target URL",
+            ),
+            (
+                json!({"pattern": "^/(a)/(b)", "target": "http://h", "rewrite": "/$3"}),
+                "Invalid rewrite: $3 refers to group 3 but the pattern has 2 groups",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "headers": {"bad name": "x"}}),
+                "Invalid headers:",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "headers": {"x-a": "line\nbreak"}}),
+                "Invalid headers:",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "publicRoutes": ["(unclosed"]}),
+                "Invalid publicRoutes:",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "timeouts": {"read": "soon"}}),
+                "Invalid timeouts: read",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "timeouts": {"idle": "5s"}}),
+                "Invalid timeouts: unknown key idle",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 0, "window": "1m"}}),
+                "Invalid rateLimit:",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 5, "window": "1w"}}),
+                "Invalid rateLimit: window",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "secure": "yes"}),
+                "secure must be a boolean",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "chageOrigin": true}),
+                "Unknown field: chageOrigin",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = rule(input.clone()).unwrap_err();
+            assert!(
+                err.starts_with(expected),
+                "{input}: got {err:?}, want {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn output_only_fields_are_ignored_on_input() {
+        let c = rule(json!({"pattern": "^/a", "target": "http://h", "order": 7, "readonly": true}))
+            .unwrap();
+        assert_eq!(c.rule.order, 0);
+        assert!(!c.rule.readonly);
+    }
+
+    #[test]
+    fn upstream_paths() {
+        let c =
+            rule(json!({"pattern": "^/api(/.*)?$", "target": "http://h/v2", "rewrite": "/svc$1"}))
+                .unwrap();
+        assert_eq!(c.upstream_path("/api/users"), "/v2/svc/users");
+        assert_eq!(c.upstream_path("/api"), "/v2/svc");
+        assert_eq!(c.captures("/api"), vec![""]);
+        let plain = rule(json!({"pattern": "^/x", "target": "http://h"})).unwrap();
+        assert_eq!(plain.upstream_path("/x/y"), "/x/y");
+    }
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("my-rule_1"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("has space"));
+        assert!(!valid_id(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,438 @@
+//! Rule storage and the live table (SPEC 4.2). Dynamic rules live in keyval under
+//! `["proxy","rules",<id>]`. Every write is one atomic commit that also checks and bumps
+//! the change marker `["proxy","changed"]`, so writes from several instances never lose
+//! each other, and each instance notices others' writes by polling one key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use buntime_keyval::{Check, Key, KeyPart, KeyVal, KvError, Mutation};
+use buntime_plugin_sdk::ApiError;
+use serde_json::{Value as Json, json};
+use tokio::sync::Mutex;
+
+use crate::resolve::Resolver;
+use crate::rule::{CompiledRule, Rule, valid_id};
+use crate::table::RuleTable;
+
+/// How many times a write is retried when another instance wrote in between.
+const WRITE_ATTEMPTS: usize = 8;
+const PAGE: usize = 1000;
+
+fn rules_prefix() -> Key {
+    Key::strings(&["proxy", "rules"])
+}
+
+fn rule_key(id: &str) -> Key {
+    Key::strings(&["proxy", "rules", id])
+}
+
+fn marker_key() -> Key {
+    Key::strings(&["proxy", "changed"])
+}
+
+/// The dynamic rules as last read or written, and the marker version they match.
+#[derive(Default)]
+struct State {
+    rules: BTreeMap<String, (Arc<CompiledRule>, String)>,
+    marker: Option<String>,
+    loaded: bool,
+}
+
+/// Counters the metrics plugin reads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub reloads_ok: std::sync::atomic::AtomicU64,
+    pub reloads_failed: std::sync::atomic::AtomicU64,
+}
+
+pub struct RuleStore {
+    kv: KeyVal,
+    resolver: Arc<Resolver>,
+    static_rules: ArcSwap<Vec<Arc<CompiledRule>>>,
+    table: Arc<ArcSwap<RuleTable>>,
+    state: Mutex<State>,
+    pub stats: Stats,
+}
+
+/// What a write wants to commit, and the dynamic rules afterwards.
+struct Plan<T> {
+    checks: Vec<Check>,
+    mutations: Vec<Mutation>,
+    /// Ids of the rules the mutations write (they get the commit's versionstamp).
+    written: Vec<String>,
+    after: BTreeMap<String, Arc<CompiledRule>>,
+    output: T,
+}
+
+impl RuleStore {
+    pub fn new(
+        kv: KeyVal,
+        resolver: Arc<Resolver>,
+        static_rules: Vec<Arc<CompiledRule>>,
+    ) -> RuleStore {
+        let table = RuleTable::build(static_rules.clone()).unwrap_or_default();
+        RuleStore {
+            kv: kv.primary(),
+            resolver,
+            static_rules: ArcSwap::from_pointee(static_rules),
+            table: Arc::new(ArcSwap::from_pointee(table)),
+            state: Mutex::new(State::default()),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The live table the request path reads.
+    pub fn table(&self) -> Arc<ArcSwap<RuleTable>> {
+        self.table.clone()
+    }
+
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// Resolves once the database answers.
+    pub async fn wait_database(&self) {
+        self.kv.database().wait_ready().await;
+    }
+
+    /// SIGHUP: new static rules, live at once.
+    pub async fn set_static(&self, rules: Vec<Arc<CompiledRule>>) {
+        self.static_rules.store(Arc::new(rules));
+        let st = self.state.lock().await;
+        self.publish_state(&st).await;
+    }
+
+    /// Reloads every dynamic rule if another instance changed them (or on first call).
+    pub async fn sync(&self) -> Result<bool, KvError> {
+        let marker = self.kv.get(&marker_key()).await?.map(|e| e.versionstamp);
+        let mut st = self.state.lock().await;
+        if st.loaded && st.marker == marker {
+            return Ok(false);
+        }
+        self.reload(&mut st).await?;
+        Ok(true)
+    }
+
+    /// Reads every rule (all pages: there is no cap) and publishes a new table. Stored
+    /// rules that no longer validate are skipped with a warning, not fatal.
+    async fn reload(&self, st: &mut State) -> Result<(), KvError> {
+        let marker = self.kv.get(&marker_key()).await?.map(|e| e.versionstamp);
+        let mut loaded = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .kv
+                .paginate(&rules_prefix(), cursor.as_deref(), PAGE, false)
+                .await?;
+            for e in &page.entries {
+                let Some(KeyPart::String(id)) = e.key.parts().get(2) else {
+                    continue;
+                };
+                // Unchanged rules keep their compiled form.
+                if let Some((rule, vs)) = st.rules.get(id).filter(|(_, vs)| *vs == e.versionstamp) {
+                    loaded.insert(id.clone(), (rule.clone(), vs.clone()));
+                    continue;
+                }
+                match stored_rule(id, &e.value)
+                    .and_then(|r| CompiledRule::compile(r, &self.resolver))
+                {
+                    Ok(c) => {
+                        loaded.insert(id.clone(), (Arc::new(c), e.versionstamp.clone()));
+                    }
+                    Err(why) => log::warn!("proxy: skipping stored rule {id}: {why}"),
+                }
+            }
+            if !page.has_more {
+                break;
+            }
+            cursor = page.cursor;
+        }
+        self.resolver.resolve_pending().await;
+        st.rules = loaded;
+        st.marker = marker;
+        st.loaded = true;
+        self.publish_state(st).await;
+        Ok(())
+    }
+
+    /// Builds the table from the static rules and `st`'s dynamic ones (off the async
+    /// threads: thousands of patterns take a while) and swaps it in whole.
+    async fn publish_state(&self, st: &State) {
+        let mut rules: Vec<Arc<CompiledRule>> = self.static_rules.load().iter().cloned().collect();
+        let mut sorted: Vec<Arc<CompiledRule>> =
+            st.rules.values().map(|(r, _)| r.clone()).collect();
+        sorted.sort_by(|a, b| (a.rule.order, &a.rule.id).cmp(&(b.rule.order, &b.rule.id)));
+        rules.extend(sorted);
+        let built = tokio::task::spawn_blocking(move || RuleTable::build(rules)).await;
+        match built {
+            Ok(Ok(table)) => {
+                self.table.store(Arc::new(table));
+                self.stats
+                    .reloads_ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                self.stats
+                    .reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::error!("proxy: keeping the previous rule table: {e}");
+            }
+            Err(e) => {
+                self.stats
+                    .reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::error!("proxy: building the rule table failed: {e}");
+            }
+        }
+    }
+
+    /// Runs `plan` against the current state and commits it atomically; if another
+    /// instance wrote in between, reloads and plans again.
+    async fn write<T>(
+        &self,
+        mut plan: impl FnMut(
+            &BTreeMap<String, Arc<CompiledRule>>,
+            &RuleTable,
+        ) -> Result<Plan<T>, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut st = self.state.lock().await;
+        if !st.loaded {
+            self.reload(&mut st).await?;
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let current: BTreeMap<String, Arc<CompiledRule>> = st
+                .rules
+                .iter()
+                .map(|(k, (r, _))| (k.clone(), r.clone()))
+                .collect();
+            let p = plan(&current, &self.table.load())?;
+            let mut checks = p.checks;
+            checks.push(Check {
+                key: marker_key(),
+                versionstamp: st.marker.clone(),
+            });
+            let mut mutations = p.mutations;
+            mutations.push(Mutation::Set {
+                key: marker_key(),
+                value: json!({"at": now_ms()}),
+                expires_in: None,
+            });
+            match self.kv.atomic(&checks, &mutations).await? {
+                Some(vs) => {
+                    self.resolver.resolve_pending().await;
+                    let old = std::mem::take(&mut st.rules);
+                    st.rules = p
+                        .after
+                        .into_iter()
+                        .map(|(id, rule)| {
+                            // Rules this commit did not write keep their own versionstamps.
+                            let stamp = match old.get(&id) {
+                                Some((_, v)) if !p.written.contains(&id) => v.clone(),
+                                _ => vs.clone(),
+                            };
+                            (id, (rule, stamp))
+                        })
+                        .collect();
+                    st.marker = Some(vs);
+                    self.publish_state(&st).await;
+                    return Ok(p.output);
+                }
+                None => self.reload(&mut st).await?,
+            }
+        }
+        Err(ApiError::unavailable(
+            "Rules are being changed concurrently; try again",
+        ))
+    }
+
+    pub async fn create(&self, body: &serde_json::Map<String, Json>) -> Result<Rule, ApiError> {
+        let requested = match body.get("id") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(id)) if valid_id(id) => Some(id.clone()),
+            Some(_) => return Err(ApiError::bad_request("Invalid rule id")),
+        };
+        let fresh = uuid::Uuid::new_v4().to_string();
+        self.write(|current, table| {
+            let id = requested.clone().unwrap_or_else(|| fresh.clone());
+            if current.contains_key(&id)
+                || table.all().iter().any(|r| r.rule.readonly && *r.id == *id)
+            {
+                return Err(ApiError::conflict("Rule id already exists"));
+            }
+            let mut rule = Rule::blank(&id)
+                .with_fields(body, true)
+                .map_err(ApiError::bad_request)?;
+            rule.order = current
+                .values()
+                .map(|r| r.rule.order)
+                .max()
+                .map_or(0, |m| m + 1);
+            let compiled = Arc::new(
+                CompiledRule::compile(rule.clone(), &self.resolver)
+                    .map_err(ApiError::bad_request)?,
+            );
+            let mut after = current.clone();
+            after.insert(id.clone(), compiled);
+            Ok(Plan {
+                checks: vec![Check {
+                    key: rule_key(&id),
+                    versionstamp: None,
+                }],
+                mutations: vec![set_rule(&rule)],
+                written: vec![id],
+                after,
+                output: rule,
+            })
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        id: &str,
+        body: &serde_json::Map<String, Json>,
+    ) -> Result<Rule, ApiError> {
+        if let Some(given) = body.get("id")
+            && given.as_str() != Some(id)
+        {
+            return Err(ApiError::bad_request("Rule id cannot be changed"));
+        }
+        self.change(id, "Cannot modify static rules", |old| {
+            old.clone()
+                .with_fields(body, true)
+                .map_err(ApiError::bad_request)
+        })
+        .await
+    }
+
+    pub async fn toggle(&self, id: &str) -> Result<Rule, ApiError> {
+        self.change(id, "Cannot modify static rules", |old| {
+            let mut r = old.clone();
+            r.enabled = !r.enabled;
+            Ok(r)
+        })
+        .await
+    }
+
+    /// Replaces one dynamic rule with `edit(old)`.
+    async fn change(
+        &self,
+        id: &str,
+        static_error: &str,
+        edit: impl Fn(&Rule) -> Result<Rule, ApiError>,
+    ) -> Result<Rule, ApiError> {
+        self.write(|current, table| {
+            let old = lookup(id, current, table, static_error)?;
+            let rule = edit(&old.rule)?;
+            let compiled = Arc::new(
+                CompiledRule::compile(rule.clone(), &self.resolver)
+                    .map_err(ApiError::bad_request)?,
+            );
+            let mut after = current.clone();
+            after.insert(id.to_string(), compiled);
+            Ok(Plan {
+                checks: Vec::new(),
+                mutations: vec![set_rule(&rule)],
+                written: vec![id.to_string()],
+                after,
+                output: rule,
+            })
+        })
+        .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        self.write(|current, table| {
+            lookup(id, current, table, "Cannot delete static rules")?;
+            let mut after = current.clone();
+            after.remove(id);
+            Ok(Plan {
+                checks: Vec::new(),
+                mutations: vec![Mutation::Delete { key: rule_key(id) }],
+                written: Vec::new(),
+                after,
+                output: (),
+            })
+        })
+        .await
+    }
+
+    pub async fn reorder(&self, ids: &[String]) -> Result<Vec<Rule>, ApiError> {
+        self.write(|current, table| {
+            for id in ids {
+                lookup(id, current, table, "Cannot modify static rules")?;
+            }
+            let mut unique = ids.to_vec();
+            unique.sort();
+            unique.dedup();
+            if unique.len() != ids.len() || unique.len() != current.len() {
+                return Err(ApiError::bad_request(
+                    "ids must include all dynamic rule IDs",
+                ));
+            }
+            let mut after = BTreeMap::new();
+            let mut mutations = Vec::new();
+            let mut out = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let mut rule = current[id].rule.clone();
+                rule.order = i as i64;
+                mutations.push(set_rule(&rule));
+                let compiled = CompiledRule::compile(rule.clone(), &self.resolver)
+                    .map_err(ApiError::bad_request)?;
+                after.insert(id.clone(), Arc::new(compiled));
+                out.push(rule);
+            }
+            Ok(Plan {
+                checks: Vec::new(),
+                mutations,
+                written: ids.to_vec(),
+                after,
+                output: out,
+            })
+        })
+        .await
+    }
+}
+
+/// A dynamic rule by id: 403 for a static one, 404 for none.
+fn lookup<'a>(
+    id: &str,
+    current: &'a BTreeMap<String, Arc<CompiledRule>>,
+    table: &RuleTable,
+    static_error: &str,
+) -> Result<&'a Arc<CompiledRule>, ApiError> {
+    if table.get(id).is_some_and(|r| r.rule.readonly) {
+        return Err(ApiError::forbidden(static_error));
+    }
+    current
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("Rule not found"))
+}
+
+fn set_rule(rule: &Rule) -> Mutation {
+    let mut value = rule.to_json();
+    if let Some(m) = value.as_object_mut() {
+        m.remove("readonly");
+    }
+    Mutation::Set {
+        key: rule_key(&rule.id),
+        value,
+        expires_in: None,
+    }
+}
+
+/// A rule as stored (by us or by the original): unknown fields are ignored.
+fn stored_rule(id: &str, value: &Json) -> Result<Rule, String> {
+    let map = value.as_object().ok_or("not a JSON object")?;
+    let mut rule = Rule::blank(id).with_fields(map, false)?;
+    rule.order = map.get("order").and_then(Json::as_i64).unwrap_or(0);
+    Ok(rule)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

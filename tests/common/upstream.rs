@@ -1,0 +1,239 @@
+//! Upstream servers for proxy tests: an HTTP (or HTTPS, self-signed) echo server and a
+//! WebSocket echo server, each on a free 127.0.0.1 port, stopped when dropped.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub url: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+pub struct Upstream {
+    pub port: u16,
+    pub tls: bool,
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn http() -> Upstream {
+        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+        Self::run(server, false)
+    }
+
+    /// HTTPS with a self-signed certificate for `localhost` and 127.0.0.1.
+    pub fn https() -> Upstream {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let config = tiny_http::SslConfig {
+            certificate: cert.cert.pem().into_bytes(),
+            private_key: cert.signing_key.serialize_pem().into_bytes(),
+        };
+        let server = tiny_http::Server::https("127.0.0.1:0", config).unwrap();
+        Self::run(server, true)
+    }
+
+    fn run(server: tiny_http::Server, tls: bool) -> Upstream {
+        let port = server.server_addr().to_ip().unwrap().port();
+        let server = Arc::new(server);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, log) = (server.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            for req in s.incoming_requests() {
+                let log = log.clone();
+                std::thread::spawn(move || respond(req, &log));
+            }
+        });
+        Upstream {
+            port,
+            tls,
+            server,
+            thread: Some(thread),
+            seen,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
+    let mut body = Vec::new();
+    let _ = req.as_reader().read_to_end(&mut body);
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+    let url = req.url().to_string();
+    let seen = Seen {
+        method: req.method().as_str().to_string(),
+        url: url.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    };
+    log.lock().unwrap().push(seen);
+    let path = url.split('?').next().unwrap_or("");
+    // Behaviours are chosen by the path's tail, whatever prefix a rule put before it.
+    let tail = |marker: &str| path.rfind(marker).map(|i| &path[i + marker.len()..]);
+    let mut status = 200;
+    let mut extra: Vec<tiny_http::Header> = Vec::new();
+    if let Some(ms) = tail("/delay/").and_then(|m| m.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    } else if let Some(code) = tail("/status/").and_then(|c| c.parse().ok()) {
+        status = code;
+    } else if path.ends_with("/redirect") {
+        status = 302;
+        extra.push("Location: /elsewhere".parse().unwrap());
+    }
+    let echo = json!({
+        "method": req.method().as_str(),
+        "url": url,
+        "headers": headers,
+        "bodyLength": body.len(),
+    });
+    let mut resp = tiny_http::Response::from_string(echo.to_string())
+        .with_status_code(status)
+        .with_header(
+            "Content-Type: application/json"
+                .parse::<tiny_http::Header>()
+                .unwrap(),
+        );
+    for h in extra {
+        resp = resp.with_header(h);
+    }
+    let _ = req.respond(resp);
+}
+
+/// The echo body an upstream answered with.
+pub fn echo(resp: &super::Resp) -> Value {
+    resp.json()
+}
+
+/// A WebSocket server that echoes every message and records each handshake's path.
+pub struct WsEcho {
+    pub port: u16,
+    pub paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl WsEcho {
+    pub fn start() -> WsEcho {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let log = paths.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    // tungstenite's callback signature has a large error type; not ours to shrink.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |req: &tungstenite::handshake::server::Request, resp| {
+                        log.lock().unwrap().push(req.uri().to_string());
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
+                        return;
+                    };
+                    while let Ok(msg) = ws.read() {
+                        if msg.is_close() {
+                            break;
+                        }
+                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        WsEcho { port, paths }
+    }
+}
+
+/// A WebSocket echo server behind TLS (self-signed), for `wss://` targets.
+pub struct WssEcho {
+    pub port: u16,
+}
+
+impl WssEcho {
+    pub fn start() -> WssEcho {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let tls = rustls::StreamOwned::new(conn, stream);
+                    let Ok(mut ws) = tungstenite::accept(tls) else {
+                        return;
+                    };
+                    while let Ok(msg) = ws.read() {
+                        if msg.is_close() || ws.send(msg).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        WssEcho { port }
+    }
+}

@@ -1,0 +1,823 @@
+//! SPEC 4: proxy rules, their API, and proxying through them to real upstreams.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::upstream::{Upstream, WsEcho};
+use common::{Backend, Gateway, Options, eventually, start_on};
+use serde_json::{Value, json};
+
+const RULES: &str = "/redirects/api/rules";
+
+fn create(gw: &Gateway, body: Value) -> common::Resp {
+    gw.json("POST", RULES, &[], &body)
+}
+
+fn created(gw: &Gateway, body: Value) -> Value {
+    let r = create(gw, body);
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json()
+}
+
+fn error(r: &common::Resp) -> String {
+    r.json()["error"].as_str().unwrap_or("").to_string()
+}
+
+fn rules(gw: &Gateway) -> Value {
+    gw.get(RULES).json()
+}
+
+/// A config with one static rule.
+fn with_static(target: &str) -> Options {
+    Options::default().config(&format!(
+        "plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{target}', rewrite: '/from-static$1'}}\n"
+    ))
+}
+
+#[test]
+fn every_api_error() {
+    let up = Upstream::http();
+    let gw = Gateway::start(with_static(&up.url()).ready());
+    let dynamic = created(
+        &gw,
+        json!({"id": "dyn", "pattern": "^/d", "target": up.url()}),
+    );
+    let before = rules(&gw);
+
+    let cases: Vec<(common::Resp, u16, &str)> = vec![
+        (
+            create(&gw, json!({"target": up.url()})),
+            400,
+            "pattern and target are required",
+        ),
+        (
+            create(&gw, json!({"pattern": "^/x"})),
+            400,
+            "pattern and target are required",
+        ),
+        (
+            create(&gw, json!({"pattern": "^/x(", "target": up.url()})),
+            400,
+            "Invalid regex pattern: ",
+        ),
+        (
+            create(&gw, json!({"pattern": "^/x", "target": "not a url"})),
+            400,
+            "Invalid target URL",
+        ),
+        (
+            create(&gw, json!({"pattern": "^/x", "target": "ftp://h"})),
+            400,
+            "Invalid target URL",
+        ),
+        (
+            create(
+                &gw,
+                json!({"pattern": "^/(a)/(b)", "target": up.url(), "rewrite": "/$3"}),
+            ),
+            400,
+            "Invalid rewrite: $3 refers to group 3 but the pattern has 2 groups",
+        ),
+        (
+            create(
+                &gw,
+                json!({"pattern": "^/x", "target": up.url(), "headers": {"bad header": "v"}}),
+            ),
+            400,
+            "Invalid headers:",
+        ),
+        (
+            create(
+                &gw,
+                json!({"pattern": "^/x", "target": up.url(), "publicRoutes": ["(unclosed"]}),
+            ),
+            400,
+            "Invalid publicRoutes:",
+        ),
+        (
+            create(
+                &gw,
+                json!({"pattern": "^/x", "target": up.url(), "timeouts": {"read": "later"}}),
+            ),
+            400,
+            "Invalid timeouts:",
+        ),
+        (
+            create(
+                &gw,
+                json!({"pattern": "^/x", "target": up.url(), "rateLimit": {"requests": -1}}),
+            ),
+            400,
+            "Invalid rateLimit:",
+        ),
+        (
+            create(
+                &gw,
+                json!({"id": "bad id!", "pattern": "^/x", "target": up.url()}),
+            ),
+            400,
+            "Invalid rule id",
+        ),
+        (
+            create(
+                &gw,
+                json!({"id": "dyn", "pattern": "^/x", "target": up.url()}),
+            ),
+            409,
+            "Rule id already exists",
+        ),
+        (
+            create(
+                &gw,
+                json!({"id": "static-0", "pattern": "^/x", "target": up.url()}),
+            ),
+            409,
+            "Rule id already exists",
+        ),
+        (
+            create(&gw, json!(["not", "an", "object"])),
+            400,
+            "The body must be a JSON object",
+        ),
+        (gw.get(&format!("{RULES}/nope")), 404, "Rule not found"),
+        (
+            gw.json(
+                "PUT",
+                &format!("{RULES}/static-0"),
+                &[],
+                &json!({"name": "x"}),
+            ),
+            403,
+            "Cannot modify static rules",
+        ),
+        (
+            gw.json("PUT", &format!("{RULES}/nope"), &[], &json!({"name": "x"})),
+            404,
+            "Rule not found",
+        ),
+        (
+            gw.json(
+                "PUT",
+                &format!("{RULES}/dyn"),
+                &[],
+                &json!({"pattern": "("}),
+            ),
+            400,
+            "Invalid regex pattern: ",
+        ),
+        (
+            gw.json("PUT", &format!("{RULES}/dyn"), &[], &json!({"id": "other"})),
+            400,
+            "Rule id cannot be changed",
+        ),
+        (
+            gw.send("PATCH", &format!("{RULES}/static-0/toggle"), &[], None),
+            403,
+            "Cannot modify static rules",
+        ),
+        (
+            gw.send("PATCH", &format!("{RULES}/nope/toggle"), &[], None),
+            404,
+            "Rule not found",
+        ),
+        (
+            gw.send("DELETE", &format!("{RULES}/static-0"), &[], None),
+            403,
+            "Cannot delete static rules",
+        ),
+        (
+            gw.send("DELETE", &format!("{RULES}/nope"), &[], None),
+            404,
+            "Rule not found",
+        ),
+        (
+            gw.json("PUT", &format!("{RULES}/reorder"), &[], &json!({"ids": []})),
+            400,
+            "ids must be a non-empty array",
+        ),
+        (
+            gw.json(
+                "PUT",
+                &format!("{RULES}/reorder"),
+                &[],
+                &json!({"ids": "dyn"}),
+            ),
+            400,
+            "ids must be a non-empty array",
+        ),
+        (
+            gw.json(
+                "PUT",
+                &format!("{RULES}/reorder"),
+                &[],
+                &json!({"ids": ["static-0", "dyn"]}),
+            ),
+            403,
+            "Cannot modify static rules",
+        ),
+        (
+            gw.json(
+                "PUT",
+                &format!("{RULES}/reorder"),
+                &[],
+                &json!({"ids": ["dyn", "ghost"]}),
+            ),
+            404,
+            "Rule not found",
+        ),
+        (
+            gw.json(
+                "POST",
+                &format!("{RULES}/test"),
+                &[],
+                &json!({"method": "GET"}),
+            ),
+            400,
+            "method and path are required",
+        ),
+    ];
+    for (i, (r, status, text)) in cases.iter().enumerate() {
+        assert_eq!(r.status, *status, "case {i}: {r:?}");
+        assert!(
+            error(r).starts_with(text),
+            "case {i}: {:?} does not start with {text:?}",
+            error(r)
+        );
+    }
+    let r = gw.send(
+        "POST",
+        RULES,
+        &[("content-type", "application/json")],
+        Some(b"{nope"),
+    );
+    assert_eq!(r.status, 400);
+    let r = gw.send(
+        "POST",
+        RULES,
+        &[("content-type", "text/plain")],
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 415);
+    // A second dynamic rule makes "all ids" checkable.
+    created(
+        &gw,
+        json!({"id": "dyn2", "pattern": "^/e", "target": up.url()}),
+    );
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/reorder"),
+        &[],
+        &json!({"ids": ["dyn"]}),
+    );
+    assert_eq!(
+        (r.status, error(&r).as_str()),
+        (400, "ids must include all dynamic rule IDs")
+    );
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/reorder"),
+        &[],
+        &json!({"ids": ["dyn", "dyn"]}),
+    );
+    assert_eq!(
+        (r.status, error(&r).as_str()),
+        (400, "ids must include all dynamic rule IDs")
+    );
+    gw.send("DELETE", &format!("{RULES}/dyn2"), &[], None);
+    // Nothing above changed what is stored.
+    assert_eq!(rules(&gw), before);
+    assert_eq!(gw.get(&format!("{RULES}/dyn")).json(), dynamic);
+}
+
+#[test]
+fn create_update_toggle_reorder_delete() {
+    let up = Upstream::http();
+    let gw = Gateway::start(with_static(&up.url()).ready());
+    let a = created(
+        &gw,
+        json!({"pattern": "^/x", "target": up.url(), "name": "first"}),
+    );
+    let b = created(
+        &gw,
+        json!({"id": "second", "pattern": "^/x", "target": up.url()}),
+    );
+    let c = created(
+        &gw,
+        json!({"id": "third", "pattern": "^/y", "target": up.url()}),
+    );
+    assert_eq!(
+        (a["order"].clone(), b["order"].clone(), c["order"].clone()),
+        (json!(0), json!(1), json!(2))
+    );
+    assert!(uuid::Uuid::parse_str(a["id"].as_str().unwrap()).is_ok());
+    assert_eq!(b["name"], "^/x", "name defaults to the pattern");
+    let list = rules(&gw);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["static-0", a["id"].as_str().unwrap(), "second", "third"]
+    );
+    assert_eq!(list[0]["readonly"], true);
+
+    // /x goes to the first rule; after reordering, to the second.
+    let which = |gw: &Gateway| {
+        gw.json(
+            "POST",
+            &format!("{RULES}/test"),
+            &[],
+            &json!({"method": "GET", "path": "/x"}),
+        )
+        .json()["rule"]["id"]
+            .clone()
+    };
+    assert_eq!(which(&gw), a["id"]);
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/reorder"),
+        &[],
+        &json!({"ids": ["second", "third", a["id"]]}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let orders: Vec<(Value, Value)> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].clone(), r["order"].clone()))
+        .collect();
+    assert_eq!(
+        orders,
+        vec![
+            (json!("second"), json!(0)),
+            (json!("third"), json!(1)),
+            (a["id"].clone(), json!(2))
+        ]
+    );
+    assert_eq!(which(&gw), json!("second"));
+
+    // Partial update keeps the other fields.
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/second"),
+        &[],
+        &json!({"changeOrigin": true, "headers": {"x-extra": "1"}}),
+    );
+    assert_eq!(r.status, 200);
+    let updated = r.json();
+    assert_eq!(updated["changeOrigin"], true);
+    assert_eq!(updated["pattern"], "^/x");
+    assert_eq!(updated["order"], 0);
+    // Toggle flips enabled; a disabled rule never matches.
+    let t = gw
+        .send("PATCH", &format!("{RULES}/second/toggle"), &[], None)
+        .json();
+    assert_eq!(t["enabled"], false);
+    assert_eq!(which(&gw), a["id"]);
+    assert_eq!(
+        gw.send("PATCH", &format!("{RULES}/second/toggle"), &[], None)
+            .json()["enabled"],
+        true
+    );
+    let d = gw.send("DELETE", &format!("{RULES}/second"), &[], None);
+    assert_eq!(d.json(), json!({"success": true}));
+    assert_eq!(gw.get(&format!("{RULES}/second")).status, 404);
+    assert_eq!(which(&gw), a["id"]);
+}
+
+#[test]
+fn test_endpoint_and_rewrites() {
+    let gw = Gateway::start(Options::default().ready());
+    let t = |path: &str| {
+        gw.json(
+            "POST",
+            &format!("{RULES}/test"),
+            &[],
+            &json!({"method": "GET", "path": path}),
+        )
+        .json()
+    };
+    created(
+        &gw,
+        json!({"pattern": "^/api(/.*)?$", "target": "http://127.0.0.1:9/base", "rewrite": "/v1$1"}),
+    );
+    created(
+        &gw,
+        json!({"pattern": r"^/u/(?P<id>\d+)/(\w+)$", "target": "https://example.test:8443", "rewrite": "users/${id}/$2"}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/keep", "target": "http://127.0.0.1:9", "publicRoutes": {"GET": ["/keep/**"]}}),
+    );
+    let r = t("/api/users?page=2&x=%20");
+    assert_eq!(r["matched"], true);
+    assert_eq!(r["captures"], json!(["/users"]));
+    assert_eq!(
+        r["upstreamUrl"],
+        "http://127.0.0.1:9/base/v1/users?page=2&x=%20"
+    );
+    let r = t("/api");
+    assert_eq!(r["captures"], json!([""]), "an empty group is empty");
+    assert_eq!(r["upstreamUrl"], "http://127.0.0.1:9/base/v1");
+    let r = t("/u/42/posts");
+    assert_eq!(r["captures"], json!(["42", "posts"]));
+    assert_eq!(
+        r["upstreamUrl"], "https://example.test:8443/users/42/posts",
+        "a leading slash is added"
+    );
+    let r = t("/keep/this");
+    assert_eq!(
+        r["upstreamUrl"], "http://127.0.0.1:9/keep/this",
+        "no rewrite: the path is unchanged"
+    );
+    assert_eq!(r["public"], true);
+    let r = t("/nothing");
+    assert_eq!(r, json!({"matched": false, "public": false}));
+    assert_eq!(t("/api/health")["public"], true, "a runtime public path");
+    assert_eq!(t("/metrics")["public"], true);
+}
+
+#[test]
+fn proxying_to_an_http_upstream() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/svc(/.*)?$", "target": format!("{}/inner", up.url()), "rewrite": "$1",
+        "headers": {"x-rule": "set-by-rule", "x-override": "rule-wins"}}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/origin(/.*)?$", "target": up.url(), "changeOrigin": true}),
+    );
+
+    let r = gw.get_with(
+        "/svc/items?q=1&q=2",
+        &[
+            ("x-override", "client"),
+            ("x-identity", "forged"),
+            ("x-auth-subject", "root"),
+            ("x-request-id", "trace-1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-request-id"), Some("trace-1"));
+    let seen = up.last();
+    assert_eq!(
+        seen.url, "/inner/items?q=1&q=2",
+        "rewrite, base path, query unchanged"
+    );
+    let h = &seen.headers;
+    assert_eq!(h["x-rule"], "set-by-rule");
+    assert_eq!(h["x-override"], "rule-wins");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", gw.port));
+    assert_eq!(
+        h["host"],
+        format!("127.0.0.1:{}", gw.port),
+        "Host is kept without changeOrigin"
+    );
+    assert_eq!(h["x-request-id"], "trace-1");
+    assert!(
+        !h.contains_key("x-identity") && !h.contains_key("x-auth-subject"),
+        "client identity headers are dropped"
+    );
+
+    gw.get_with("/origin/x", &[("origin", "https://app.example")]);
+    let h = up.last().headers;
+    assert_eq!(h["host"], format!("127.0.0.1:{}", up.port));
+    assert_eq!(h["origin"], format!("http://127.0.0.1:{}", up.port));
+
+    // Bodies stream through; redirects come back as they are.
+    let body = vec![b'x'; 300_000];
+    let r = gw.send(
+        "POST",
+        "/svc/upload",
+        &[("content-type", "application/octet-stream")],
+        Some(&body),
+    );
+    assert_eq!(r.json()["bodyLength"], 300_000);
+    assert_eq!(up.last().method, "POST");
+    let r = gw.get("/svc/redirect");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/elsewhere"));
+    let r = gw.get("/svc/status/418");
+    assert_eq!(r.status, 418);
+    // Over the body limit: 413 and the upstream never sees it.
+    let before = up.count();
+    let out = common::raw(
+        gw.port,
+        b"POST /svc/big HTTP/1.1\r\nHost: x\r\nContent-Length: 11000000\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(up.count(), before);
+    // No rule: the request falls through to the rest of the routing.
+    assert_eq!(gw.get("/not-a-rule").status, 404);
+}
+
+#[test]
+fn upstream_failures_are_json() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    let closed = common::free_port();
+    created(
+        &gw,
+        json!({"pattern": "^/down", "target": format!("http://127.0.0.1:{closed}")}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/slow(/.*)$", "target": up.url(), "rewrite": "$1", "timeouts": {"read": "1s"}}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/nowhere", "target": "http://no-such-host.invalid:8080"}),
+    );
+    let r = gw.get("/down");
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.json(),
+        json!({"error": "Proxy error: connection refused"})
+    );
+    assert!(r.header("content-length").is_some());
+    let r = gw.get("/slow/delay/3000");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json(), json!({"error": "Gateway Timeout"}));
+    assert!(r.header("content-length").is_some());
+    assert_eq!(
+        gw.get("/slow/delay/10").status,
+        200,
+        "under the timeout is fine"
+    );
+    let r = gw.get("/nowhere");
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        r.json(),
+        json!({"error": "Proxy error: upstream host does not resolve"})
+    );
+}
+
+#[test]
+fn https_upstreams_and_secure() {
+    let up = Upstream::https();
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/insecure(/.*)?$", "target": up.url(), "rewrite": "$1", "secure": false}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/checked(/.*)?$", "target": up.url(), "rewrite": "$1"}),
+    );
+    let r = gw.get("/insecure/hello");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["url"], "/hello");
+    let r = gw.get("/checked/hello");
+    assert_eq!(
+        r.status, 502,
+        "a self-signed certificate fails verification"
+    );
+    assert_eq!(
+        r.json(),
+        json!({"error": "Proxy error: TLS handshake failed"})
+    );
+}
+
+fn ws_connect(port: u16, path: &str) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}{path}");
+    let (ws, resp) =
+        tungstenite::client(url.as_str(), stream).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+#[test]
+fn websockets_through_ws_rules() {
+    let echo = WsEcho::start();
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/ws(/.*)$", "target": format!("ws://127.0.0.1:{}", echo.port), "rewrite": "/socket$1", "timeouts": {"read": "1s"}}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/plain", "target": format!("ws://127.0.0.1:{}", echo.port), "ws": false}),
+    );
+    let mut ws = ws_connect(gw.port, "/ws/room?x=1");
+    ws.send(tungstenite::Message::text("hello")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hello"));
+    assert_eq!(
+        echo.paths.lock().unwrap().last().unwrap(),
+        "/socket/room?x=1"
+    );
+    // Idle for longer than the rule's 1 s read timeout: still open.
+    std::thread::sleep(Duration::from_millis(2500));
+    ws.send(tungstenite::Message::text("still here")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("still here"));
+    ws.close(None).unwrap();
+    // With ws: false the rule does not match an upgrade.
+    let stream = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let err = tungstenite::client(format!("ws://127.0.0.1:{}/plain", gw.port).as_str(), stream)
+        .unwrap_err();
+    match err {
+        tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 404)
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}
+
+#[test]
+fn websockets_over_tls() {
+    let echo = common::upstream::WssEcho::start();
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/secure-ws", "target": format!("wss://127.0.0.1:{}", echo.port), "secure": false}),
+    );
+    let mut ws = ws_connect(gw.port, "/secure-ws");
+    ws.send(tungstenite::Message::text("over tls")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("over tls"));
+}
+
+#[test]
+fn static_rules_come_first_and_reload_on_sighup() {
+    let up = Upstream::http();
+    let gw = Gateway::start(with_static(&up.url()).ready());
+    created(
+        &gw,
+        json!({"pattern": "^/static", "target": "http://127.0.0.1:9"}),
+    );
+    let r = gw.get("/static/x");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.last().url, "/from-static/x");
+    // Rewrite the config file: the static rule changes without a restart.
+    let file = std::fs::read_dir(&gw.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .unwrap();
+    std::fs::write(
+        &file,
+        format!("plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{}', rewrite: '/reloaded$1'}}\n", up.url()),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(5), || {
+        gw.get("/static/y");
+        (up.last().url == "/reloaded/y").then_some(())
+    });
+    assert!(reloaded.is_some(), "SIGHUP applies new static rules");
+}
+
+#[test]
+fn invalid_static_rules_fail_check() {
+    let (ok, out) = common::check(
+        Some(
+            "plugins:\n  proxy:\n    rules:\n      - {pattern: '^/ok', target: 'http://h'}\n      - {pattern: '^/(x', target: 'http://h'}\n      - {pattern: '^/y', target: 'nope'}\n",
+        ),
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("plugins.proxy.rules[1]: Invalid regex pattern"),
+        "{out}"
+    );
+    assert!(
+        out.contains("plugins.proxy.rules[2]: Invalid target URL"),
+        "{out}"
+    );
+}
+
+fn rules_propagate_between_instances(b: Backend) {
+    let up = Upstream::http();
+    let env = start_on(b, Options::default());
+    let a = &env.gw;
+    let other = Gateway::start(env.same_database());
+    assert_eq!(other.get("/shared/x").status, 404);
+    let rule = created(a, json!({"pattern": "^/shared", "target": up.url()}));
+    assert_eq!(
+        a.get("/shared/x").status,
+        200,
+        "live on the writer before the response"
+    );
+    let seen = eventually(Duration::from_secs(5), || {
+        (other.get("/shared/x").status == 200).then_some(())
+    });
+    assert!(seen.is_some(), "the other instance picks the rule up");
+    other.send(
+        "DELETE",
+        &format!("{RULES}/{}", rule["id"].as_str().unwrap()),
+        &[],
+        None,
+    );
+    let gone = eventually(Duration::from_secs(5), || {
+        (a.get("/shared/x").status == 404).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "a delete on the other instance reaches the first"
+    );
+}
+crate::on_both!(rules_propagate_between_instances);
+
+fn concurrent_creates_lose_nothing(b: Backend) {
+    let env = start_on(b, Options::default());
+    let gw = &env.gw;
+    let url = gw.url(RULES);
+    std::thread::scope(|s| {
+        for i in 0..20 {
+            let url = url.clone();
+            s.spawn(move || {
+                let body = json!({"id": format!("r{i}"), "pattern": format!("^/c{i}$"), "target": "http://127.0.0.1:9"});
+                let r = common::send(&common::agent(), "POST", &url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()));
+                assert_eq!(r.status, 201, "{r:?}");
+            });
+        }
+    });
+    let list = rules(gw);
+    let mut orders: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["order"].as_i64().unwrap())
+        .collect();
+    assert_eq!(list.as_array().unwrap().len(), 20);
+    orders.sort();
+    assert_eq!(orders, (0..20).collect::<Vec<_>>());
+}
+crate::on_both!(concurrent_creates_lose_nothing);
+
+fn restart_keeps_the_rules(b: Backend) {
+    let up = Upstream::http();
+    let mut env = start_on(b, Options::default());
+    created(
+        &env.gw,
+        json!({"id": "kept", "pattern": "^/kept", "target": up.url()}),
+    );
+    env.gw.stop();
+    let again = Gateway::start(env.same_database());
+    assert_eq!(again.get(&format!("{RULES}/kept")).status, 200);
+    assert_eq!(again.get("/kept").status, 200);
+}
+crate::on_both!(restart_keeps_the_rules);
+
+#[test]
+fn hundreds_of_rules_all_load() {
+    let gw = Gateway::start(Options::default().ready());
+    let sets: Vec<Value> = (0..250)
+        .map(|i| json!({"type": "set", "key": ["proxy", "rules", format!("bulk{i}")], "value": {"pattern": format!("^/bulk{i}$"), "target": "http://127.0.0.1:9", "order": i}}))
+        .collect();
+    let r = gw.json(
+        "POST",
+        "/keyval/api/atomic",
+        &[],
+        &json!({"mutations": sets}),
+    );
+    assert_eq!(r.json()["ok"], true);
+    // Written behind the API's back with no change marker: a restart loads them all.
+    let mut gw = gw;
+    gw.stop();
+    let mut opts = Options::default().ready();
+    opts.dir = Some(gw.dir.clone());
+    let again = Gateway::start(opts);
+    assert_eq!(rules(&again).as_array().unwrap().len(), 250);
+    let t = again
+        .json(
+            "POST",
+            &format!("{RULES}/test"),
+            &[],
+            &json!({"method": "GET", "path": "/bulk249"}),
+        )
+        .json();
+    assert_eq!(t["rule"]["id"], "bulk249");
+}
+
+#[test]
+fn keep_alive_to_the_client_survives_proxying() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/ka", "target": up.url()}));
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /ka HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+}
