@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use buntime_database::{Database, DatabasePlugin};
+use buntime_gateway::GatewayPlugin;
 use buntime_keyval::{KeyVal, KeyvalPlugin};
 use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
 use buntime_proxy::ProxyPlugin;
@@ -17,6 +18,7 @@ pub const CORE: &[PluginSpec] = &[
     buntime_database::SPEC,
     buntime_keyval::SPEC,
     buntime_proxy::SPEC,
+    buntime_gateway::SPEC,
 ];
 
 #[derive(Debug)]
@@ -157,6 +159,7 @@ pub fn check(config: &Config) -> Problems {
             "database" => drop(DatabasePlugin::parse(s, &config.server.data_dir, own)),
             "keyval" => drop(KeyvalPlugin::parse(s, own)),
             "proxy" => drop(ProxyPlugin::parse(s, own)),
+            "gateway" => drop(GatewayPlugin::parse(s, &config.server.api_base, own)),
             other => unreachable!("no core plugin named {other}"),
         }
     }
@@ -215,6 +218,13 @@ fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn P
             typed.proxy = Some(plugin.clone());
             plugin
         }
+        "gateway" => {
+            let api = &config.server.api_base;
+            let cfg = GatewayPlugin::parse(s, api, &mut problems).expect("validated by check");
+            let plugin = Arc::new(GatewayPlugin::new(cfg, api, typed.keyval.clone()));
+            typed.gateway = Some(plugin.clone());
+            plugin
+        }
         other => unreachable!("no core plugin named {other}"),
     }
 }
@@ -225,6 +235,7 @@ pub struct Typed {
     pub database: Option<Arc<Database>>,
     pub keyval: Option<KeyVal>,
     pub proxy: Option<Arc<ProxyPlugin>>,
+    pub gateway: Option<Arc<GatewayPlugin>>,
 }
 
 #[cfg(test)]

@@ -195,6 +195,9 @@ impl ProxyHttp for Gateway {
             };
         };
         let code = resp.status.as_u16();
+        // The connection is not reused after a failure (the request body may be half
+        // read); say so in the response, or a pooling client would reuse a closed socket.
+        session.set_keepalive(None);
         if let Err(err) = self.respond(session, ctx, resp).await {
             log::debug!("could not send the {code} error response: {err}");
         }

@@ -665,17 +665,7 @@ fn static_rules_come_first_and_reload_on_sighup() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.last().url, "/from-static/x");
     // Rewrite the config file: the static rule changes without a restart.
-    let file = std::fs::read_dir(&gw.dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .unwrap();
-    std::fs::write(
-        &file,
-        format!("plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{}', rewrite: '/reloaded$1'}}\n", up.url()),
-    )
-    .unwrap();
+    gw.write_config(&format!("plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{}', rewrite: '/reloaded$1'}}\n", up.url()));
     gw.signal("HUP");
     let reloaded = eventually(Duration::from_secs(5), || {
         gw.get("/static/y");
