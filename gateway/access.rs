@@ -12,6 +12,8 @@ use subtle::ConstantTimeEq;
 pub enum Denied {
     /// No or wrong credential.
     Unauthorized,
+    /// A valid token without the admin role.
+    Forbidden,
 }
 
 impl Denied {
@@ -20,9 +22,16 @@ impl Denied {
             Denied::Unauthorized => ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized")
                 .with_code("AUTH_REQUIRED")
                 .into(),
+            Denied::Forbidden => ApiError::new(StatusCode::FORBIDDEN, "Admin role required")
+                .with_code("PERMISSION_DENIED")
+                .into(),
         }
     }
 }
+
+/// The auth-token plugin's verdict on a request's token: `Some(is_admin)` when it
+/// verifies, `None` when there is none or it does not.
+pub type TokenCheck<'a> = dyn Fn(&HeaderMap) -> Option<bool> + 'a;
 
 #[derive(Debug, Clone, Default)]
 pub struct AdminAccess {
@@ -36,12 +45,14 @@ impl AdminAccess {
         }
     }
 
-    /// `jwt_enabled`: the auth-token plugin is on (then it is a credential source too).
+    /// `jwt`: the auth-token plugin's check when it is on (`Some(is_admin)` for a verified
+    /// token, `None` for no or a bad one); a token whose roles hold `admin` is then an admin
+    /// credential too. The master key is compared first and is never parsed as a JWT.
     pub fn check(
         &self,
         headers: &HeaderMap,
         client_ip: IpAddr,
-        jwt_enabled: bool,
+        jwt: Option<&TokenCheck<'_>>,
     ) -> Result<(), Denied> {
         if let Some(key) = &self.master_key {
             let presented = headers
@@ -52,14 +63,15 @@ impl AdminAccess {
                 return Ok(());
             }
         }
-        if self.master_key.is_none() && !jwt_enabled {
-            return if is_loopback(client_ip) {
-                Ok(())
-            } else {
-                Err(Denied::Unauthorized)
-            };
+        match jwt {
+            Some(verify) => match verify(headers) {
+                Some(true) => Ok(()),
+                Some(false) => Err(Denied::Forbidden),
+                None => Err(Denied::Unauthorized),
+            },
+            None if self.master_key.is_none() && is_loopback(client_ip) => Ok(()),
+            None => Err(Denied::Unauthorized),
         }
-        Err(Denied::Unauthorized)
     }
 }
 
@@ -91,19 +103,33 @@ mod tests {
     #[test]
     fn loopback_only_without_credential_sources() {
         let a = AdminAccess::new(None);
+        assert_eq!(a.check(&headers(&[]), LOCAL.parse().unwrap(), None), Ok(()));
         assert_eq!(
-            a.check(&headers(&[]), LOCAL.parse().unwrap(), false),
-            Ok(())
-        );
-        assert_eq!(
-            a.check(&headers(&[]), REMOTE.parse().unwrap(), false),
+            a.check(&headers(&[]), REMOTE.parse().unwrap(), None),
             Err(Denied::Unauthorized)
         );
         // With auth-token on, loopback is no longer enough.
+        let no_token = |_: &HeaderMap| None;
         assert_eq!(
-            a.check(&headers(&[]), LOCAL.parse().unwrap(), true),
+            a.check(&headers(&[]), LOCAL.parse().unwrap(), Some(&no_token)),
             Err(Denied::Unauthorized)
         );
+    }
+
+    #[test]
+    fn admin_role_from_a_verified_token() {
+        let a = AdminAccess::new(Some("mk"));
+        let admin = |_: &HeaderMap| Some(true);
+        let user = |_: &HeaderMap| Some(false);
+        let ip = REMOTE.parse().unwrap();
+        assert_eq!(a.check(&headers(&[]), ip, Some(&admin)), Ok(()));
+        assert_eq!(
+            a.check(&headers(&[]), ip, Some(&user)),
+            Err(Denied::Forbidden)
+        );
+        // The master key wins before any token is looked at.
+        let bearer = headers(&[("authorization", "Bearer mk")]);
+        assert_eq!(a.check(&bearer, ip, Some(&user)), Ok(()));
     }
 
     #[test]
@@ -111,28 +137,28 @@ mod tests {
         let a = AdminAccess::new(Some("s3cret"));
         let ip = REMOTE.parse().unwrap();
         assert_eq!(
-            a.check(&headers(&[("x-api-key", "s3cret")]), ip, false),
+            a.check(&headers(&[("x-api-key", "s3cret")]), ip, None),
             Ok(())
         );
         assert_eq!(
-            a.check(&headers(&[("authorization", "Bearer s3cret")]), ip, false),
+            a.check(&headers(&[("authorization", "Bearer s3cret")]), ip, None),
             Ok(())
         );
         assert_eq!(
-            a.check(&headers(&[("authorization", "bearer  s3cret ")]), ip, false),
+            a.check(&headers(&[("authorization", "bearer  s3cret ")]), ip, None),
             Ok(())
         );
         assert_eq!(
-            a.check(&headers(&[("x-api-key", "s3cre")]), ip, false),
+            a.check(&headers(&[("x-api-key", "s3cre")]), ip, None),
             Err(Denied::Unauthorized)
         );
         assert_eq!(
-            a.check(&headers(&[("authorization", "Basic s3cret")]), ip, false),
+            a.check(&headers(&[("authorization", "Basic s3cret")]), ip, None),
             Err(Denied::Unauthorized)
         );
         // A configured key means loopback alone is not admin.
         assert_eq!(
-            a.check(&headers(&[]), LOCAL.parse().unwrap(), false),
+            a.check(&headers(&[]), LOCAL.parse().unwrap(), None),
             Err(Denied::Unauthorized)
         );
     }

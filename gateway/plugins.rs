@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use buntime_auth_token::AuthPlugin;
 use buntime_database::{Database, DatabasePlugin};
 use buntime_gateway::GatewayPlugin;
 use buntime_keyval::{KeyVal, KeyvalPlugin};
@@ -19,6 +20,7 @@ pub const CORE: &[PluginSpec] = &[
     buntime_keyval::SPEC,
     buntime_proxy::SPEC,
     buntime_gateway::SPEC,
+    buntime_auth_token::SPEC,
 ];
 
 #[derive(Debug)]
@@ -145,10 +147,27 @@ fn describe_cycle(
     )
 }
 
+/// The manifests the loader orders. auth-token is enabled only when a key source is
+/// configured (SPEC 6.1).
+fn manifests(config: &Config) -> Vec<Manifest> {
+    config
+        .plugins
+        .iter()
+        .map(|p| {
+            let mut m = p.manifest.clone();
+            if p.spec.name == "auth-token" && !AuthPlugin::has_key_source(&p.settings) {
+                m.enabled = false;
+            }
+            m
+        })
+        .collect()
+}
+
 /// Everything `buntime check` validates about plugins, without building them.
 pub fn check(config: &Config) -> Problems {
     let mut problems = Problems::default();
-    let manifests: Vec<&Manifest> = config.plugins.iter().map(|p| &p.manifest).collect();
+    let effective = manifests(config);
+    let manifests: Vec<&Manifest> = effective.iter().collect();
     if let Err(cycle) = load_order(&manifests) {
         problems.push("plugins", "", cycle);
     }
@@ -160,6 +179,8 @@ pub fn check(config: &Config) -> Problems {
             "keyval" => drop(KeyvalPlugin::parse(s, own)),
             "proxy" => drop(ProxyPlugin::parse(s, own)),
             "gateway" => drop(GatewayPlugin::parse(s, &config.server.api_base, own)),
+            "auth-token" if AuthPlugin::has_key_source(s) => drop(AuthPlugin::parse(s, own)),
+            "auth-token" => {}
             other => unreachable!("no core plugin named {other}"),
         }
     }
@@ -172,7 +193,8 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    let manifests: Vec<&Manifest> = config.plugins.iter().map(|p| &p.manifest).collect();
+    let effective = manifests(config);
+    let manifests: Vec<&Manifest> = effective.iter().collect();
     let order = load_order(&manifests).expect("checked above");
     for (i, why) in &order.skipped {
         log::warn!("plugin {} not loaded: {why}", manifests[*i].name);
@@ -184,7 +206,7 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
         plugins.loaded.push(LoadedPlugin {
             name: pc.spec.name,
             base: plugin_base(pc),
-            manifest: pc.manifest.clone(),
+            manifest: effective[i].clone(),
             plugin,
         });
     }
@@ -225,6 +247,12 @@ fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn P
             typed.gateway = Some(plugin.clone());
             plugin
         }
+        "auth-token" => {
+            let cfg = AuthPlugin::parse(s, &mut problems).expect("validated by check");
+            let plugin = Arc::new(AuthPlugin::new(cfg));
+            typed.auth = Some(plugin.clone());
+            plugin
+        }
         other => unreachable!("no core plugin named {other}"),
     }
 }
@@ -236,6 +264,7 @@ pub struct Typed {
     pub keyval: Option<KeyVal>,
     pub proxy: Option<Arc<ProxyPlugin>>,
     pub gateway: Option<Arc<GatewayPlugin>>,
+    pub auth: Option<Arc<AuthPlugin>>,
 }
 
 #[cfg(test)]

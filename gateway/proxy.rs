@@ -284,6 +284,9 @@ impl Gateway {
         if admin && let Err(denied) = self.check_admin(req, ctx) {
             return Some(Next::Respond(denied.response()));
         }
+        if !admin && let Some(resp) = self.check_token(req, &route, ctx) {
+            return Some(Next::Respond(resp));
+        }
 
         for p in &shared.plugins.loaded {
             let info = self.info(req, ctx);
@@ -319,7 +322,48 @@ impl Gateway {
     }
 
     fn check_admin(&self, req: &RequestHeader, ctx: &Ctx) -> Result<(), Denied> {
-        self.shared.admin.check(&req.headers, ctx.client_ip, false)
+        let admin = &self.shared.admin;
+        match &self.shared.plugins.typed.auth {
+            Some(auth) => {
+                let role =
+                    |h: &http::HeaderMap| auth.authenticate(h).ok().map(|id| id.has_role("admin"));
+                admin.check(&req.headers, ctx.client_ip, Some(&role))
+            }
+            None => admin.check(&req.headers, ctx.client_ip, None),
+        }
+    }
+
+    /// The JWT check of SPEC 6 for routes that are neither admin nor public: `None` to go
+    /// on (with the identity in `ctx`), else the 401 or 503 to answer.
+    fn check_token(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        ctx: &mut Ctx,
+    ) -> Option<ApiResponse> {
+        let auth = self.shared.plugins.typed.auth.as_ref()?;
+        let protected = matches!(route, Route::Rule(_) | Route::NotFound);
+        let method = req.method.as_str();
+        let path = req.uri.path();
+        let public = crate::api::is_public_path(self.shared.router.api_base(), path)
+            || auth.is_public(method, path)
+            || ctx
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.public.is_match(method, path));
+        if !protected || public {
+            return None;
+        }
+        if !auth.available() {
+            return Some(buntime_auth_token::unavailable());
+        }
+        match auth.authenticate(&req.headers) {
+            Ok(identity) => {
+                ctx.identity = Some(identity);
+                None
+            }
+            Err(reason) => Some(buntime_auth_token::rejection(reason)),
+        }
     }
 
     fn info<'a>(&self, req: &'a RequestHeader, ctx: &'a Ctx) -> RequestInfo<'a> {

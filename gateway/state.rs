@@ -36,8 +36,10 @@ impl Shared {
         let rules = plugins.typed.proxy.as_ref().map(|p| p.table());
         if let Some(proxy) = &plugins.typed.proxy {
             let api_base = config.server.api_base.clone();
-            proxy.set_public_check(Arc::new(move |_method: &str, path: &str| {
+            let auth = plugins.typed.auth.clone();
+            proxy.set_public_check(Arc::new(move |method: &str, path: &str| {
                 crate::api::is_public_path(&api_base, path)
+                    || auth.as_ref().is_some_and(|a| a.is_public(method, path))
             }));
         }
         let router = Router::new(&config.server.api_base, &plugins, rules);

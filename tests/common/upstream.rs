@@ -237,3 +237,57 @@ impl WssEcho {
         WssEcho { port }
     }
 }
+
+/// A JWKS endpoint whose document (and status) the test can change at any time.
+pub struct JwksServer {
+    pub port: u16,
+    pub body: Arc<Mutex<(u16, String)>>,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl JwksServer {
+    pub fn start(body: &str) -> JwksServer {
+        Self::start_on("127.0.0.1:0", body)
+    }
+
+    pub fn start_on(addr: &str, body: &str) -> JwksServer {
+        let server = Arc::new(tiny_http::Server::http(addr).unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let state = Arc::new(Mutex::new((200u16, body.to_string())));
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, st, h) = (server.clone(), state.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for req in s.incoming_requests() {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, body) = st.lock().unwrap().clone();
+                let _ =
+                    req.respond(tiny_http::Response::from_string(body).with_status_code(status));
+            }
+        });
+        JwksServer {
+            port,
+            body: state,
+            hits,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/.well-known/jwks.json", self.port)
+    }
+
+    pub fn set(&self, status: u16, body: &str) {
+        *self.body.lock().unwrap() = (status, body.to_string());
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}

@@ -1,0 +1,146 @@
+//! The `auth-token` plugin (SPEC 6): JWT verification with a shared secret, PEM public
+//! keys or a JWKS, public routes, and the identity forwarded upstream. Active only when a
+//! key source is configured.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod jwks;
+pub mod verify;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use buntime_plugin_sdk::{
+    ApiError, ApiResponse, Identity, Plugin, PluginError, PluginSpec, Problems, Readiness,
+    Settings, Tasks,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+pub use config::AuthConfig;
+pub use verify::{Reason, Verifier};
+
+pub const SPEC: PluginSpec = PluginSpec {
+    name: "auth-token",
+    manifest: include_str!("../manifest.yaml"),
+    keys: &[
+        "secret",
+        "publicKey",
+        "jwksUrl",
+        "jwksRefresh",
+        "algorithms",
+        "issuer",
+        "audience",
+        "leeway",
+        "rolesClaim",
+        "cookie",
+        "publicRoutes",
+    ],
+    env: &[
+        ("AUTH_JWT_SECRET", "secret"),
+        ("AUTH_JWT_PUBLIC_KEY", "publicKey"),
+        ("AUTH_JWT_JWKS_URL", "jwksUrl"),
+        ("AUTH_JWT_JWKS_REFRESH", "jwksRefresh"),
+        ("AUTH_JWT_ALGORITHMS", "algorithms"),
+        ("AUTH_JWT_ISSUER", "issuer"),
+        ("AUTH_JWT_AUDIENCE", "audience"),
+        ("AUTH_JWT_LEEWAY", "leeway"),
+        ("AUTH_JWT_ROLES_CLAIM", "rolesClaim"),
+        ("AUTH_JWT_COOKIE", "cookie"),
+        ("AUTH_PUBLIC_ROUTES", "publicRoutes"),
+    ],
+    env_numbered: &[],
+};
+
+pub struct AuthPlugin {
+    verifier: Arc<Verifier>,
+    tasks: Tasks,
+}
+
+impl AuthPlugin {
+    pub fn parse(s: &Settings, problems: &mut Problems) -> Option<AuthConfig> {
+        config::parse(s, problems)
+    }
+
+    /// Whether the settings name a key source; without one the plugin stays unloaded.
+    pub fn has_key_source(s: &Settings) -> bool {
+        config::has_key_source(s)
+    }
+
+    pub fn new(config: AuthConfig) -> AuthPlugin {
+        AuthPlugin {
+            verifier: Arc::new(Verifier::new(config)),
+            tasks: Tasks::default(),
+        }
+    }
+
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// Keys are there to check tokens with (a JWKS-only setup waits for its first fetch).
+    pub fn available(&self) -> bool {
+        self.verifier.available()
+    }
+
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Reason> {
+        self.verifier.authenticate(headers)
+    }
+
+    /// `AUTH_PUBLIC_ROUTES` and the manifest's `publicRoutes`.
+    pub fn is_public(&self, method: &str, path: &str) -> bool {
+        self.verifier.config.load().public.is_match(method, path)
+    }
+}
+
+/// `401 {"error":"Unauthorized","reason"}` with the WWW-Authenticate of SPEC 6.2.
+pub fn rejection(reason: Reason) -> ApiResponse {
+    let challenge = match reason {
+        Reason::MissingToken => HeaderValue::from_static("Bearer"),
+        _ => HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    };
+    ApiResponse::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "Unauthorized", "reason": reason.as_str()}),
+    )
+    .with_header(http::header::WWW_AUTHENTICATE, challenge)
+}
+
+/// While a JWKS-only setup has never loaded a key.
+pub fn unavailable() -> ApiResponse {
+    ApiError::unavailable("Authentication unavailable").into()
+}
+
+#[async_trait]
+impl Plugin for AuthPlugin {
+    fn name(&self) -> &'static str {
+        "auth-token"
+    }
+
+    async fn start(&self) -> Result<(), PluginError> {
+        if let Some(url) = self.verifier.config.load().jwks_url.clone() {
+            self.tasks.spawn(jwks::refresh(self.verifier.clone(), url));
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.tasks.stop();
+    }
+
+    fn readiness(&self) -> Readiness {
+        if self.available() {
+            Readiness::Ready
+        } else {
+            Readiness::Waiting("no JWKS key loaded yet".into())
+        }
+    }
+
+    /// SIGHUP: new secret, keys, issuer, audience, leeway, public routes. (A new JWKS URL
+    /// needs a restart; the refresher keeps the one it started with.)
+    fn reload(&self, settings: &Settings, problems: &mut Problems) {
+        if let Some(config) = config::parse(settings, problems) {
+            self.verifier.config.store(Arc::new(config));
+            self.verifier.clear_cache();
+        }
+    }
+}

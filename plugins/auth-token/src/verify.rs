@@ -1,0 +1,401 @@
+//! The JWT check of SPEC 6.2. Checks run in the spec's order and the first failure names
+//! the reason. The `jsonwebtoken` crate verifies signatures; parsing, key choice and
+//! claims are ours so the order and the reasons are exact.
+
+use std::hash::BuildHasher;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use buntime_plugin_sdk::Identity;
+use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value as Json};
+
+use crate::config::AuthConfig;
+
+/// Tokens longer than this are malformed.
+pub const MAX_TOKEN: usize = 16 * 1024;
+/// Verified tokens remembered at most.
+const CACHE_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    Malformed,
+    AlgorithmNotAllowed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    BadIssuer,
+    BadAudience,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::MissingToken,
+        Reason::Malformed,
+        Reason::AlgorithmNotAllowed,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::BadIssuer,
+        Reason::BadAudience,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::Malformed => "malformed",
+            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::BadIssuer => "bad_issuer",
+            Reason::BadAudience => "bad_audience",
+        }
+    }
+
+    fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// A key from the JWKS document.
+pub struct JwkKey {
+    pub kid: Option<String>,
+    pub key: DecodingKey,
+    pub alg: Option<Algorithm>,
+}
+
+struct Cached {
+    token: Box<str>,
+    identity: Arc<Identity>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+pub struct Verifier {
+    pub config: ArcSwap<AuthConfig>,
+    pub jwks: ArcSwap<Vec<JwkKey>>,
+    pub jwks_loaded: AtomicBool,
+    cache: quick_cache::sync::Cache<u64, Arc<Cached>>,
+    /// Seeded per process: nobody can aim a token at another's cache slot (and a hit
+    /// also compares the whole token).
+    hasher: std::collections::hash_map::RandomState,
+    failures: [AtomicU64; 9],
+    /// Set when a token names a kid the JWKS does not have.
+    pub unknown_kid: AtomicBool,
+    pub jwks_ok: AtomicU64,
+    pub jwks_failed: AtomicU64,
+}
+
+impl Verifier {
+    pub fn new(config: AuthConfig) -> Verifier {
+        Verifier {
+            config: ArcSwap::from_pointee(config),
+            jwks: ArcSwap::from_pointee(Vec::new()),
+            jwks_loaded: AtomicBool::new(false),
+            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            hasher: Default::default(),
+            failures: Default::default(),
+            unknown_kid: AtomicBool::new(false),
+            jwks_ok: AtomicU64::new(0),
+            jwks_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Keys can be checked: a static key, or a JWKS that loaded at least once.
+    pub fn available(&self) -> bool {
+        let c = self.config.load();
+        c.secret.is_some() || !c.public_keys.is_empty() || self.jwks_loaded.load(Ordering::Acquire)
+    }
+
+    /// New settings or keys: forget what was verified under the old ones.
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    pub fn failures(&self, r: Reason) -> u64 {
+        self.failures[r.index()].load(Ordering::Relaxed)
+    }
+
+    /// The bearer token, else the configured cookie; never the query string.
+    pub fn token<'h>(&self, headers: &'h HeaderMap) -> Option<std::borrow::Cow<'h, str>> {
+        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+            let v = auth.to_str().ok()?;
+            let (scheme, rest) = v.split_at_checked(7)?;
+            return scheme
+                .eq_ignore_ascii_case("bearer ")
+                .then(|| rest.trim())
+                .filter(|t| !t.is_empty())
+                .map(std::borrow::Cow::Borrowed);
+        }
+        let name = self.config.load().cookie.clone()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| std::borrow::Cow::<str>::Owned(v.trim().to_string()))
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The whole check for a request's headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Reason> {
+        let result = match self.token(headers) {
+            None => Err(Reason::MissingToken),
+            Some(t) => self.verify(&t),
+        };
+        if let Err(r) = result {
+            self.failures[r.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Checks one token, using the cache when it was verified before.
+    pub fn verify(&self, token: &str) -> Result<Arc<Identity>, Reason> {
+        if token.len() > MAX_TOKEN {
+            return Err(Reason::Malformed);
+        }
+        let config = self.config.load();
+        let slot = self.hasher.hash_one(token);
+        if let Some(hit) = self.cache.get(&slot)
+            && *hit.token == *token
+        {
+            check_times(hit.exp, hit.nbf, &config)?;
+            return Ok(hit.identity.clone());
+        }
+        let parsed = Parsed::from(token)?;
+        let alg = self.algorithm(&parsed, &config)?;
+        let keys = self.keys(&parsed, alg, &config)?;
+        let message = &token[..token.rfind('.').unwrap_or(0)];
+        let verified = keys.iter().any(|k| {
+            jsonwebtoken::crypto::verify(parsed.signature, message.as_bytes(), k, alg)
+                .unwrap_or(false)
+        });
+        if !verified {
+            return Err(Reason::BadSignature);
+        }
+        check_times(parsed.exp, parsed.nbf, &config)?;
+        check_claims(&parsed.claims, &config)?;
+        let identity = Arc::new(identity(&parsed.claims, &config));
+        self.cache.insert(
+            slot,
+            Arc::new(Cached {
+                token: token.into(),
+                identity: identity.clone(),
+                exp: parsed.exp,
+                nbf: parsed.nbf,
+            }),
+        );
+        Ok(identity)
+    }
+
+    fn algorithm(&self, p: &Parsed<'_>, config: &AuthConfig) -> Result<Algorithm, Reason> {
+        if p.alg.eq_ignore_ascii_case("none") {
+            return Err(Reason::AlgorithmNotAllowed);
+        }
+        let alg = Algorithm::from_str(&p.alg).map_err(|_| Reason::AlgorithmNotAllowed)?;
+        if !config.algorithms.contains(&alg) {
+            return Err(Reason::AlgorithmNotAllowed);
+        }
+        Ok(alg)
+    }
+
+    /// The keys that may have signed this token. A family without any key (an HS token
+    /// when only RSA keys exist) is not allowed: no HS/RS confusion.
+    fn keys(
+        &self,
+        p: &Parsed<'_>,
+        alg: Algorithm,
+        config: &AuthConfig,
+    ) -> Result<Vec<DecodingKey>, Reason> {
+        let family = alg.family();
+        if family == AlgorithmFamily::Hmac {
+            return config
+                .secret
+                .clone()
+                .map(|k| vec![k])
+                .ok_or(Reason::AlgorithmNotAllowed);
+        }
+        let pem: Vec<DecodingKey> = config
+            .public_keys
+            .iter()
+            .filter(|k| k.family() == family)
+            .cloned()
+            .collect();
+        let jwks = self.jwks.load();
+        if let Some(kid) = p.kid.as_deref() {
+            if let Some(k) = jwks.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+                if k.key.family() != family || k.alg.is_some_and(|a| a != alg) {
+                    return Err(Reason::AlgorithmNotAllowed);
+                }
+                return Ok(vec![k.key.clone()]);
+            }
+            if pem.is_empty() {
+                self.unknown_kid.store(true, Ordering::Release);
+                return Err(
+                    if jwks.iter().any(|k| k.key.family() == family) || config.jwks_url.is_some() {
+                        Reason::UnknownKey
+                    } else {
+                        Reason::AlgorithmNotAllowed
+                    },
+                );
+            }
+            return Ok(pem);
+        }
+        let mut all = pem;
+        all.extend(
+            jwks.iter()
+                .filter(|k| k.key.family() == family && k.alg.is_none_or(|a| a == alg))
+                .map(|k| k.key.clone()),
+        );
+        if all.is_empty() {
+            return Err(Reason::AlgorithmNotAllowed);
+        }
+        Ok(all)
+    }
+}
+
+/// A token split and decoded: three base64url parts, the first two JSON objects.
+struct Parsed<'t> {
+    alg: String,
+    kid: Option<String>,
+    claims: Map<String, Json>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    signature: &'t str,
+}
+
+impl<'t> Parsed<'t> {
+    fn from(token: &'t str) -> Result<Parsed<'t>, Reason> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Reason::Malformed);
+        };
+        let json = |part: &str| -> Result<Map<String, Json>, Reason> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| Reason::Malformed)?;
+            match serde_json::from_slice(&bytes) {
+                Ok(Json::Object(m)) => Ok(m),
+                _ => Err(Reason::Malformed),
+            }
+        };
+        let mut header = json(h)?;
+        let claims = json(c)?;
+        URL_SAFE_NO_PAD
+            .decode(sig.trim_end_matches('='))
+            .map_err(|_| Reason::Malformed)?;
+        let number = |k: &str| match claims.get(k) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Number(n)) => Ok(n.as_f64()),
+            Some(_) => Err(Reason::Malformed),
+        };
+        let (exp, nbf) = (number("exp")?, number("nbf")?);
+        let alg = match header.remove("alg") {
+            Some(Json::String(a)) => a,
+            _ => return Err(Reason::Malformed),
+        };
+        let kid = match header.remove("kid") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(k)) => Some(k),
+            Some(_) => return Err(Reason::Malformed),
+        };
+        Ok(Parsed {
+            alg,
+            kid,
+            claims,
+            exp,
+            nbf,
+            signature: sig,
+        })
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn check_times(exp: Option<f64>, nbf: Option<f64>, config: &AuthConfig) -> Result<(), Reason> {
+    let now = now();
+    let leeway = config.leeway.as_secs_f64();
+    if exp.is_some_and(|e| e + leeway < now) {
+        return Err(Reason::Expired);
+    }
+    if nbf.is_some_and(|n| n - leeway > now) {
+        return Err(Reason::NotYetValid);
+    }
+    Ok(())
+}
+
+fn check_claims(claims: &Map<String, Json>, config: &AuthConfig) -> Result<(), Reason> {
+    if !config.issuers.is_empty() {
+        let iss = claims.get("iss").and_then(Json::as_str);
+        if !iss.is_some_and(|i| config.issuers.iter().any(|c| c == i)) {
+            return Err(Reason::BadIssuer);
+        }
+    }
+    if !config.audiences.is_empty() {
+        let ok = match claims.get("aud") {
+            Some(Json::String(a)) => config.audiences.contains(a),
+            Some(Json::Array(list)) => list
+                .iter()
+                .filter_map(Json::as_str)
+                .any(|a| config.audiences.iter().any(|c| c == a)),
+            _ => false,
+        };
+        if !ok {
+            return Err(Reason::BadAudience);
+        }
+    }
+    Ok(())
+}
+
+/// `X-Identity: {"sub","roles":[],"claims":{...}}`, rendered once.
+fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
+    let sub = match claims.get("sub") {
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let mut at = Some(&Json::Object(claims.clone()));
+    for part in &config.roles_claim {
+        at = at.and_then(|v| v.get(part));
+    }
+    let roles: Vec<String> = match at {
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(|r| r.as_str().map(String::from))
+            .collect(),
+        Some(Json::String(s)) => s
+            .split([' ', ','])
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let body = serde_json::json!({"sub": sub, "roles": roles, "claims": claims});
+    let header = HeaderValue::from_bytes(body.to_string().as_bytes())
+        .unwrap_or(HeaderValue::from_static("{}"));
+    Identity {
+        sub,
+        roles,
+        claims: claims.clone(),
+        header,
+    }
+}
