@@ -40,7 +40,7 @@ pub enum LogFormat {
     Json,
 }
 
-// The worker pool and metrics service read the fields this build does not use yet.
+// The worker pool reads the fields this build does not use yet.
 #[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

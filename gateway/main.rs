@@ -11,6 +11,7 @@ mod proxy;
 mod routes;
 mod server;
 mod state;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,6 +9,7 @@ use buntime_auth_token::AuthPlugin;
 use buntime_database::{Database, DatabasePlugin};
 use buntime_gateway::GatewayPlugin;
 use buntime_keyval::{KeyVal, KeyvalPlugin};
+use buntime_metrics::MetricsPlugin;
 use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
 use buntime_proxy::ProxyPlugin;
 
@@ -21,6 +22,7 @@ pub const CORE: &[PluginSpec] = &[
     buntime_proxy::SPEC,
     buntime_gateway::SPEC,
     buntime_auth_token::SPEC,
+    buntime_metrics::SPEC,
 ];
 
 #[derive(Debug)]
@@ -181,6 +183,7 @@ pub fn check(config: &Config) -> Problems {
             "gateway" => drop(GatewayPlugin::parse(s, &config.server.api_base, own)),
             "auth-token" if AuthPlugin::has_key_source(s) => drop(AuthPlugin::parse(s, own)),
             "auth-token" => {}
+            "metrics" => drop(MetricsPlugin::parse(s, own)),
             other => unreachable!("no core plugin named {other}"),
         }
     }
@@ -253,6 +256,12 @@ fn construct(pc: &PluginConfig, config: &Config, typed: &mut Typed) -> Arc<dyn P
             typed.auth = Some(plugin.clone());
             plugin
         }
+        "metrics" => {
+            let buckets = MetricsPlugin::parse(s, &mut problems).expect("validated by check");
+            let plugin = Arc::new(MetricsPlugin::new(buckets));
+            typed.metrics = Some(plugin.clone());
+            plugin
+        }
         other => unreachable!("no core plugin named {other}"),
     }
 }
@@ -265,6 +274,7 @@ pub struct Typed {
     pub proxy: Option<Arc<ProxyPlugin>>,
     pub gateway: Option<Arc<GatewayPlugin>>,
     pub auth: Option<Arc<AuthPlugin>>,
+    pub metrics: Option<Arc<MetricsPlugin>>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
@@ -14,6 +14,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use buntime_metrics::RequestRecord;
 
 use crate::access::Denied;
 use crate::lifecycle::InflightGuard;
@@ -52,6 +54,11 @@ pub struct Ctx {
     websocket: bool,
     /// Why the upstream could not be reached, when we know better than the error type.
     error_reason: Option<&'static str>,
+    /// When the first upstream attempt began, and how long until its response header.
+    upstream_start: Option<Instant>,
+    upstream_time: Option<Duration>,
+    /// A request hook answered 429 (the rate limiter).
+    rate_limited: bool,
     _inflight: InflightGuard,
 }
 
@@ -80,6 +87,9 @@ impl ProxyHttp for Gateway {
             upstream_uri: None,
             websocket: false,
             error_reason: None,
+            upstream_start: None,
+            upstream_time: None,
+            rate_limited: false,
             _inflight: self.shared.lifecycle.enter(),
         }
     }
@@ -127,6 +137,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        ctx.upstream_start.get_or_insert_with(Instant::now);
         match ctx.rule.clone() {
             Some(rule) => rule_peer(&rule, ctx),
             // Only routes with an upstream get here.
@@ -173,6 +184,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start {
+            ctx.upstream_time.get_or_insert(start.elapsed());
+        }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         apply_headers(upstream_response, &extra)?;
@@ -207,18 +221,35 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(metrics) = &self.shared.plugins.typed.metrics {
+            let upstream_error = e
+                .filter(|_| ctx.upstream_start.is_some() && ctx.upstream_time.is_none())
+                .map(upstream_error_kind);
+            metrics.metrics().record(&RequestRecord {
+                route: &ctx.route,
+                method: &req.method,
+                status,
+                duration: ctx.start.elapsed(),
+                upstream: ctx
+                    .upstream_start
+                    .map(|s| ctx.upstream_time.unwrap_or_else(|| s.elapsed())),
+                upstream_error,
+                rate_limited: ctx.rate_limited,
+            });
+        }
         let Some(log) = &self.shared.access_log else {
             return;
         };
-        let req = session.req_header();
         log.record(AccessEntry {
             time: SystemTime::now(),
             request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
             client_ip: ctx.client_ip,
             method: req.method.as_str().to_string(),
             path: req.uri.path().to_string(),
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             bytes: session.body_bytes_sent() as u64,
             duration: ctx.start.elapsed(),
             route: route_label(&ctx.route),
@@ -300,6 +331,7 @@ impl Gateway {
                 }
             }
             if let Some(resp) = answer {
+                ctx.rate_limited = resp.status == StatusCode::TOO_MANY_REQUESTS;
                 return Some(Next::Respond(resp));
             }
         }
@@ -317,8 +349,14 @@ impl Gateway {
                 ctx.upstream_uri = Some(uri);
                 return None;
             }
-            Route::Metrics | Route::NotFound => Next::Respond(ApiResponse::not_found()),
+            Route::Metrics => Next::Respond(self.metrics_response(req)),
+            Route::NotFound => Next::Respond(ApiResponse::not_found()),
         })
+    }
+
+    /// `GET /metrics`: open unless `METRICS_TOKEN` is set, then only with it as a Bearer.
+    fn metrics_response(&self, req: &RequestHeader) -> ApiResponse {
+        metrics_answer(&self.shared, &req.headers)
     }
 
     fn check_admin(&self, req: &RequestHeader, ctx: &Ctx) -> Result<(), Denied> {
@@ -490,6 +528,42 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+}
+
+// === metrics ===
+
+/// The `/metrics` answer (main listener and `METRICS_PORT`).
+pub fn metrics_answer(shared: &Shared, headers: &http::HeaderMap) -> ApiResponse {
+    let Some(metrics) = &shared.plugins.typed.metrics else {
+        return ApiResponse::not_found();
+    };
+    if let Some(token) = &shared.server.metrics_token {
+        use subtle::ConstantTimeEq;
+        let given = crate::access::bearer(headers).unwrap_or_default();
+        if !bool::from(given.ct_eq(token.as_bytes())) {
+            return Denied::Unauthorized.response();
+        }
+    }
+    let mut r = ApiResponse::empty(StatusCode::OK);
+    r.headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(buntime_metrics::CONTENT_TYPE),
+    ));
+    r.body = metrics.metrics().render();
+    r
+}
+
+/// The `kind` label of `buntime_upstream_errors_total`.
+fn upstream_error_kind(e: &Error) -> &'static str {
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => "timeout",
+        ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
+        | ConnectProxyFailure => "connect",
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+        | TLSWantX509Lookup => "tls",
+        ConnectionClosed | ReadError | WriteError => "reset",
+        _ => "other",
     }
 }
 

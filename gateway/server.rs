@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::lifecycle::{Signals, watch_drain};
@@ -28,8 +31,18 @@ pub fn serve(config: Config) -> Result<(), String> {
     std::net::TcpListener::bind(("0.0.0.0", port))
         .map_err(|e| format!("PORT {port}: cannot listen: {e}"))?;
 
+    if let Some(p) = config.server.metrics_port {
+        std::net::TcpListener::bind(("0.0.0.0", p))
+            .map_err(|e| format!("METRICS_PORT {p}: cannot listen: {e}"))?;
+    }
     let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
     let shared = Arc::new(Shared::new(config, plugins));
+    if let Some(m) = shared.plugins.typed.metrics.clone() {
+        let stats_from = shared.clone();
+        m.set_stats(move || {
+            crate::telemetry::stats(&stats_from.plugins.typed, &stats_from.lifecycle)
+        });
+    }
     let server_conf = ServerConf {
         threads: shared.server.threads,
         // Our drain watcher ends the process as soon as requests are done; Pingora's
@@ -52,6 +65,16 @@ pub fn serve(config: Config) -> Result<(), String> {
     let mut proxy = proxy.build();
     proxy.add_tcp(&format!("0.0.0.0:{port}"));
     server.add_service(proxy);
+    if let Some(p) = shared.server.metrics_port {
+        let mut metrics = Service::new(
+            "metrics".to_string(),
+            MetricsPort {
+                shared: shared.clone(),
+            },
+        );
+        metrics.add_tcp(&format!("0.0.0.0:{p}"));
+        server.add_service(metrics);
+    }
     server.add_service(background_service(
         "plugins",
         PluginStarter {
@@ -81,6 +104,30 @@ pub fn serve(config: Config) -> Result<(), String> {
     });
     finish();
     Ok(())
+}
+
+/// `METRICS_PORT`: `/metrics` alone on its own listener (same token rule).
+struct MetricsPort {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsPort {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let req = session.req_header();
+        let answer = if req.uri.path() == "/metrics" {
+            crate::proxy::metrics_answer(&self.shared, &req.headers)
+        } else {
+            buntime_plugin_sdk::ApiResponse::not_found()
+        };
+        let mut resp = http::Response::builder().status(answer.status);
+        for (name, value) in answer.headers {
+            resp = resp.header(name, value);
+        }
+        resp.header(http::header::CONTENT_LENGTH, answer.body.len())
+            .body(answer.body.to_vec())
+            .unwrap_or_default()
+    }
 }
 
 /// Starts plugins in load order, then flips readiness; keeps its runtime alive for the

@@ -48,6 +48,10 @@ impl Shared {
             .server
             .access_log
             .then(|| AccessLog::start(config.server.log_format));
+        let lifecycle: Arc<Lifecycle> = Arc::default();
+        if let Some(m) = &plugins.typed.metrics {
+            crate::telemetry::register(m.metrics(), &plugins.typed, &lifecycle);
+        }
         Shared {
             admin: AdminAccess::new(config.server.master_key.as_deref()),
             router,
@@ -57,7 +61,7 @@ impl Shared {
             config_file: config.file,
             server: config.server,
             plugins,
-            lifecycle: Arc::default(),
+            lifecycle,
         }
     }
 

@@ -81,6 +81,8 @@ pub struct EndpointHealth {
 }
 
 pub struct Database {
+    /// Queries by target (`primary`, `replica`) and outcome, for the metrics plugin.
+    pub stats: buntime_plugin_sdk::stats::OpStats,
     config: DbConfig,
     handles: OnceLock<Handles>,
     ready: watch::Sender<bool>,
@@ -92,6 +94,7 @@ pub struct Database {
 impl Database {
     pub fn new(config: DbConfig) -> Database {
         Database {
+            stats: Default::default(),
             config,
             handles: OnceLock::new(),
             ready: watch::Sender::new(false),
@@ -235,13 +238,20 @@ impl Database {
     /// Runs a statement on the primary; returns the number of changed rows.
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         let conn = self.connect()?;
-        timed(async { Ok(conn.execute(sql, params).await?) }).await
+        self.stats
+            .time(
+                "primary",
+                timed(async { Ok(conn.execute(sql, params).await?) }),
+            )
+            .await
     }
 
     /// Runs a query on the primary.
     pub async fn query_primary(&self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
         let conn = self.connect()?;
-        timed(query(&conn, sql, params)).await
+        self.stats
+            .time("primary", timed(query(&conn, sql, params)))
+            .await
     }
 
     /// Runs a read on the next replica (round-robin), falling back to the primary when the
@@ -254,7 +264,11 @@ impl Database {
         let i = h.next.fetch_add(1, Ordering::Relaxed) % h.replicas.len();
         let replica = &h.replicas[i];
         let attempt = match connect(replica) {
-            Ok(conn) => timed(query(&conn, sql, params.clone())).await,
+            Ok(conn) => {
+                self.stats
+                    .time("replica", timed(query(&conn, sql, params.clone())))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match attempt {

@@ -123,6 +123,8 @@ enum Reads {
 pub struct KeyVal {
     db: Arc<Database>,
     reads: Reads,
+    /// Operations by name and outcome, for the metrics plugin.
+    pub stats: Arc<buntime_plugin_sdk::stats::OpStats>,
 }
 
 impl KeyVal {
@@ -130,6 +132,7 @@ impl KeyVal {
         KeyVal {
             db,
             reads: Reads::Replicas,
+            stats: Arc::default(),
         }
     }
 
@@ -138,6 +141,7 @@ impl KeyVal {
         KeyVal {
             db: self.db.clone(),
             reads: Reads::Primary,
+            stats: self.stats.clone(),
         }
     }
 
@@ -153,6 +157,10 @@ impl KeyVal {
     }
 
     pub async fn get(&self, key: &Key) -> Result<Option<Entry>, KvError> {
+        self.stats.time("get", self.get_inner(key)).await
+    }
+
+    async fn get_inner(&self, key: &Key) -> Result<Option<Entry>, KvError> {
         let rows = self
             .read(
                 &format!(
@@ -166,6 +174,10 @@ impl KeyVal {
 
     /// Entries for `keys` in request order; `None` where a key is missing.
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, KvError> {
+        self.stats.time("get_many", self.get_many_inner(keys)).await
+    }
+
+    async fn get_many_inner(&self, keys: &[Key]) -> Result<Vec<Option<Entry>>, KvError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,6 +204,17 @@ impl KeyVal {
         value: &Json,
         expires_in: Option<Duration>,
     ) -> Result<String, KvError> {
+        self.stats
+            .time("set", self.set_inner(key, value, expires_in))
+            .await
+    }
+
+    async fn set_inner(
+        &self,
+        key: &Key,
+        value: &Json,
+        expires_in: Option<Duration>,
+    ) -> Result<String, KvError> {
         require_parts(key)?;
         let vs = versionstamp();
         self.db
@@ -210,6 +233,12 @@ impl KeyVal {
 
     /// Deletes the key, and unless `exact`, every key below it.
     pub async fn delete(&self, key: &Key, exact: bool) -> Result<u64, KvError> {
+        self.stats
+            .time("delete", self.delete_inner(key, exact))
+            .await
+    }
+
+    async fn delete_inner(&self, key: &Key, exact: bool) -> Result<u64, KvError> {
         require_parts(key)?;
         let enc = key.encode();
         let n = match (exact, key.prefix_range()) {
@@ -234,6 +263,10 @@ impl KeyVal {
     }
 
     pub async fn list(&self, sel: &Selector) -> Result<Vec<Entry>, KvError> {
+        self.stats.time("list", self.list_inner(sel)).await
+    }
+
+    async fn list_inner(&self, sel: &Selector) -> Result<Vec<Entry>, KvError> {
         let (mut sql, mut params) = range_sql(&sel.prefix);
         if let Some(start) = &sel.start {
             params.push(Value::Blob(start.encode()));
@@ -255,6 +288,10 @@ impl KeyVal {
     }
 
     pub async fn count(&self, prefix: &Key) -> Result<u64, KvError> {
+        self.stats.time("count", self.count_inner(prefix)).await
+    }
+
+    async fn count_inner(&self, prefix: &Key) -> Result<u64, KvError> {
         let (sql, params) = range_sql(prefix);
         let rows = self
             .read(
@@ -270,6 +307,21 @@ impl KeyVal {
 
     /// A page after `cursor` (an opaque value from the previous page).
     pub async fn paginate(
+        &self,
+        prefix: &Key,
+        cursor: Option<&str>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Page, KvError> {
+        self.stats
+            .time(
+                "paginate",
+                self.paginate_inner(prefix, cursor, limit, reverse),
+            )
+            .await
+    }
+
+    async fn paginate_inner(
         &self,
         prefix: &Key,
         cursor: Option<&str>,
@@ -310,6 +362,16 @@ impl KeyVal {
     /// Applies every mutation if every check holds, all in one write transaction; returns
     /// the new versionstamp, or `None` when a check failed (nothing applied).
     pub async fn atomic(
+        &self,
+        checks: &[Check],
+        mutations: &[Mutation],
+    ) -> Result<Option<String>, KvError> {
+        self.stats
+            .time("atomic", self.atomic_inner(checks, mutations))
+            .await
+    }
+
+    async fn atomic_inner(
         &self,
         checks: &[Check],
         mutations: &[Mutation],

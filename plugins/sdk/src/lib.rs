@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod plugin;
 pub mod request;
 pub mod settings;
+pub mod stats;
 pub mod tasks;
 
 pub use api::{ApiError, ApiRequest, ApiResponse, ApiResult};
