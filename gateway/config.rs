@@ -40,15 +40,12 @@ pub enum LogFormat {
     Json,
 }
 
-// The worker pool reads the fields this build does not use yet.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub port: u16,
     /// The runtime API base: `normalise(RUNTIME_API_PREFIX + "/api")`.
     pub api_base: String,
     pub worker_dirs: Vec<PathBuf>,
-    pub plugin_dirs: Vec<PathBuf>,
     pub pool_size: usize,
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
@@ -134,7 +131,7 @@ impl Config {
             .find(|p| p.spec.name == "gateway")
             .map(|p| trusted_proxies(&p.settings, &mut problems))
             .unwrap_or_default();
-        let server = server_config(&server, plugin_dirs, trusted, &mut problems);
+        let server = server_config(&server, trusted, &mut problems);
 
         if problems.is_empty() {
             Ok(Config {
@@ -222,7 +219,6 @@ fn dirs(s: &Settings, key: &str, default: &str, problems: &mut Problems) -> Vec<
 
 fn server_config(
     s: &Settings,
-    plugin_dirs: Vec<PathBuf>,
     trusted_proxies: TrustedProxies,
     problems: &mut Problems,
 ) -> Option<ServerConfig> {
@@ -289,7 +285,6 @@ fn server_config(
         port,
         api_base,
         worker_dirs,
-        plugin_dirs,
         pool_size,
         log_level,
         log_format,

@@ -45,11 +45,35 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Run a worker (the pool starts these; not for direct use).
+    #[command(subcommand)]
+    Worker(WorkerKind),
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerKind {
+    /// Serve a static app folder on PORT or BUNTIME_SOCKET.
+    Static {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "index.html")]
+        entrypoint: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Worker(WorkerKind::Static { dir, entrypoint }) => {
+            logging::init(log::LevelFilter::Warn, config::LogFormat::Text);
+            match buntime_workers::static_files::serve(&dir, &entrypoint) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Version => {
             println!("buntime {}", state::VERSION);
             ExitCode::SUCCESS

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
 use buntime_proxy::CompiledRule;
+use buntime_workers::{Address, App, AppManifest, Lease, Unavailable};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -29,6 +30,8 @@ const DEFAULT_BODY_LIMIT: u64 = 10 << 20;
 const ADMIN_BODY_LIMIT: u64 = 1 << 20;
 /// Idle keep-alive for client connections; Pingora would otherwise keep them forever.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
+/// Workers are local: a connection that takes longer is a dead worker.
+const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
 const MAX_REQUEST_ID: usize = 200;
 
@@ -59,7 +62,22 @@ pub struct Ctx {
     upstream_time: Option<Duration>,
     /// A request hook answered 429 (the rate limiter).
     rate_limited: bool,
+    /// The app (or the shell) that serves the request, and the worker it has.
+    app: Option<AppRoute>,
+    lease: Option<Lease>,
+    /// A worker that refused the connection; the one retry avoids it.
+    failed_worker: Option<String>,
+    /// The answer when no worker could be had (503 App unavailable, 500 manifest).
+    app_error: Option<ApiResponse>,
     _inflight: InflightGuard,
+}
+
+/// A request for an app: which, its manifest, and the base the worker sees (`x-base`).
+struct AppRoute {
+    app: Arc<App>,
+    manifest: Arc<AppManifest>,
+    /// `/hello@1` for an app (stripped from the path), `/` for the shell (kept).
+    base: String,
 }
 
 /// What the synchronous part of `request_filter` decided.
@@ -90,6 +108,10 @@ impl ProxyHttp for Gateway {
             upstream_start: None,
             upstream_time: None,
             rate_limited: false,
+            app: None,
+            lease: None,
+            failed_worker: None,
+            app_error: None,
             _inflight: self.shared.lifecycle.enter(),
         }
     }
@@ -138,11 +160,56 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream_start.get_or_insert_with(Instant::now);
+        if ctx.app.is_some() {
+            return self.app_peer(ctx).await;
+        }
         match ctx.rule.clone() {
             Some(rule) => rule_peer(&rule, ctx),
             // Only routes with an upstream get here.
             None => Error::e_explain(HTTPStatus(404), "no upstream for this route"),
         }
+    }
+
+    /// Pingora's rule (retry on a reused connection only when reading failed, never a
+    /// non-idempotent request), plus: a pooled connection whose peer has gone (an idle
+    /// upstream closed it, a worker exited) fails on the first write, before anything
+    /// reached a server, so that request goes again on a fresh connection too.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        if client_reused && replayable && *e.etype() == WriteError {
+            e.set_retry(true);
+        } else if !session.req_header().method.is_idempotent() || !replayable {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// A worker refused the connection: retry once, on another worker.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(lease) = ctx.lease.take() {
+            lease.worker.count_error();
+            if ctx.failed_worker.is_none() {
+                ctx.failed_worker = Some(lease.worker.id.clone());
+                e.set_retry(true);
+            }
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -154,6 +221,9 @@ impl ProxyHttp for Gateway {
         self.forwarding_headers(session, upstream, ctx)?;
         if let Some(rule) = &ctx.rule {
             rule_request(rule, ctx.upstream_uri.as_deref(), upstream)?;
+        }
+        if let Some(route) = &ctx.app {
+            app_request(route, session.req_header(), upstream)?;
         }
         Ok(())
     }
@@ -202,7 +272,17 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let Some(resp) = error_response(e, ctx.error_reason) else {
+        let resp = match ctx.app_error.take() {
+            Some(resp) => Some(resp),
+            None if ctx.app.is_some()
+                && matches!(e.esource(), ErrorSource::Upstream)
+                && !is_timeout(e) =>
+            {
+                Some(ApiResponse::error(StatusCode::BAD_GATEWAY, "Bad Gateway"))
+            }
+            None => error_response(e, ctx.error_reason),
+        };
+        let Some(resp) = resp else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -224,6 +304,11 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(lease) = &ctx.lease
+            && (status >= 500 || e.is_some())
+        {
+            lease.worker.count_error();
+        }
         if let Some(metrics) = &self.shared.plugins.typed.metrics {
             let upstream_error = e
                 .filter(|_| ctx.upstream_start.is_some() && ctx.upstream_time.is_none())
@@ -257,9 +342,9 @@ impl ProxyHttp for Gateway {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        // Expected outcomes (our own 4xx, clients hanging up) are not server errors.
-        matches!(error.etype(), HTTPStatus(code) if *code < 500)
-            || matches!(error.esource(), ErrorSource::Downstream)
+        // Answers we chose (413, an unavailable app: logged where decided) and clients
+        // hanging up are not server errors.
+        matches!(error.etype(), HTTPStatus(_)) || matches!(error.esource(), ErrorSource::Downstream)
     }
 }
 
@@ -286,7 +371,9 @@ impl Gateway {
         }
 
         ctx.websocket = is_websocket(req);
-        let route = shared.router.route(&req.method, path, ctx.websocket);
+        let route = shared
+            .router
+            .route(&req.method, path, &req.headers, ctx.websocket);
         ctx.route = match &route {
             Route::Api(_) | Route::WellKnown | Route::Metrics => RouteKind::Api,
             Route::Plugin(i, _) => RouteKind::Plugin(shared.plugins.loaded[*i].name),
@@ -294,12 +381,35 @@ impl Gateway {
                 ctx.rule = Some(rule.clone());
                 RouteKind::Rule(rule.id.clone())
             }
+            Route::Shell(_) => RouteKind::Shell,
+            Route::App(app, _) => RouteKind::App(Arc::from(app.name.as_str())),
             Route::NotFound => RouteKind::None,
         };
         ctx.body_limit = match &route {
             Route::Api(_) | Route::Plugin(..) => ADMIN_BODY_LIMIT,
             _ => DEFAULT_BODY_LIMIT,
         };
+        if let Route::Shell(app) | Route::App(app, _) = &route {
+            let manifest = match app.manifest() {
+                Ok(m) => m,
+                Err(why) => {
+                    return Some(Next::Respond(ApiResponse::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("Invalid app manifest: {why}"),
+                    )));
+                }
+            };
+            ctx.body_limit = manifest.max_body_size;
+            let base = match &route {
+                Route::App(_, segment) => format!("/{segment}"),
+                _ => "/".to_string(),
+            };
+            ctx.app = Some(AppRoute {
+                app: app.clone(),
+                manifest,
+                base,
+            });
+        }
         if content_length(req).is_some_and(|n| n > ctx.body_limit) {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -349,9 +459,42 @@ impl Gateway {
                 ctx.upstream_uri = Some(uri);
                 return None;
             }
+            Route::Shell(_) | Route::App(..) => return None,
             Route::Metrics => Next::Respond(self.metrics_response(req)),
             Route::NotFound => Next::Respond(ApiResponse::not_found()),
         })
+    }
+
+    /// A worker for the request's app: a ready one from the snapshot, else wait for one to
+    /// start (bounded by the app's `startTimeout`).
+    async fn app_peer(&self, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(pool), Some(route)) = (&self.shared.pool, &ctx.app) else {
+            return Error::e_explain(HTTPStatus(404), "no worker pool");
+        };
+        let (app, manifest) = (route.app.clone(), route.manifest.clone());
+        match pool.checkout(&app, ctx.failed_worker.as_deref()).await {
+            Ok(lease) => {
+                let peer = worker_peer(&lease.worker.address, &manifest, ctx.websocket)?;
+                ctx.lease = Some(lease);
+                Ok(peer)
+            }
+            Err(Unavailable::Invalid(why)) => {
+                ctx.app_error = Some(ApiResponse::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Invalid app manifest: {why}"),
+                ));
+                Error::e_explain(HTTPStatus(500), "invalid app manifest")
+            }
+            Err(Unavailable::Down { why, retry_after }) => {
+                log::warn!("app {} unavailable: {why}", app.name);
+                let body = serde_json::json!({"error": "App unavailable", "app": app.name});
+                ctx.app_error = Some(
+                    ApiResponse::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+                        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after)),
+                );
+                Error::e_explain(HTTPStatus(503), "app unavailable")
+            }
+        }
     }
 
     /// `GET /metrics`: open unless `METRICS_TOKEN` is set, then only with it as a Bearer.
@@ -380,7 +523,10 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Option<ApiResponse> {
         let auth = self.shared.plugins.typed.auth.as_ref()?;
-        let protected = matches!(route, Route::Rule(_) | Route::NotFound);
+        let protected = matches!(
+            route,
+            Route::Rule(_) | Route::Shell(_) | Route::App(..) | Route::NotFound
+        );
         let method = req.method.as_str();
         let path = req.uri.path();
         let public = crate::api::is_public_path(self.shared.router.api_base(), path)
@@ -388,7 +534,16 @@ impl Gateway {
             || ctx
                 .rule
                 .as_ref()
-                .is_some_and(|r| r.public.is_match(method, path));
+                .is_some_and(|r| r.public.is_match(method, path))
+            || ctx.app.as_ref().is_some_and(|a| {
+                // An app's publicRoutes are relative to the app.
+                let rel = match path.strip_prefix(a.base.as_str()) {
+                    Some("") => "/",
+                    Some(rest) if rest.starts_with('/') => rest,
+                    _ => path,
+                };
+                a.manifest.public.is_match(method, rel)
+            });
         if !protected || public {
             return None;
         }
@@ -412,7 +567,11 @@ impl Gateway {
             client_ip: ctx.client_ip,
             route: &ctx.route,
             identity: ctx.identity.as_deref(),
-            rate_limit: ctx.rule.as_ref().and_then(|r| r.rate_limit()),
+            rate_limit: ctx.rule.as_ref().and_then(|r| r.rate_limit()).or_else(|| {
+                ctx.app
+                    .as_ref()
+                    .and_then(|a| a.manifest.rate_limit.as_ref())
+            }),
         }
     }
 
@@ -603,6 +762,52 @@ fn rule_request(rule: &CompiledRule, uri: Option<&str>, up: &mut RequestHeader) 
         up.insert_header(name.clone(), value.clone())?;
     }
     Ok(())
+}
+
+// === apps ===
+
+/// Connects to a worker over TCP or its unix socket; the app's `timeout` bounds the wait
+/// for its answer (not for an upgraded WebSocket).
+fn worker_peer(
+    address: &Address,
+    manifest: &AppManifest,
+    websocket: bool,
+) -> Result<Box<HttpPeer>> {
+    let mut peer = match address {
+        Address::Tcp(addr) => HttpPeer::new(*addr, false, String::new()),
+        Address::Unix(path) => HttpPeer::new_uds(&path.to_string_lossy(), false, String::new())?,
+    };
+    peer.options.connection_timeout = Some(WORKER_CONNECT_TIMEOUT);
+    peer.options.read_timeout = (!websocket).then_some(manifest.timeout);
+    peer.options.write_timeout = Some(manifest.timeout);
+    Ok(Box::new(peer))
+}
+
+/// The path below the app's base: `/hello/x` under `/hello` is `/x`.
+fn app_path<'a>(base: &str, path: &'a str) -> &'a str {
+    if base == "/" {
+        return path;
+    }
+    match path.strip_prefix(base) {
+        Some("") | None => "/",
+        Some(rest) => rest,
+    }
+}
+
+/// The worker sees the path without the app segment, and `x-base`.
+fn app_request(route: &AppRoute, req: &RequestHeader, up: &mut RequestHeader) -> Result<()> {
+    let mut uri = app_path(&route.base, req.uri.path()).to_string();
+    if let Some(q) = req.uri.query() {
+        uri.push('?');
+        uri.push_str(q);
+    }
+    up.set_raw_path(uri.as_bytes())?;
+    up.insert_header("x-base", route.base.clone())?;
+    Ok(())
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout)
 }
 
 fn is_websocket(req: &RequestHeader) -> bool {

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use buntime_gateway::GatewayPlugin;
 use buntime_proxy::{CompiledRule, RuleTable};
-use http::Method;
+use buntime_workers::{App, Located, Pool};
+use http::{HeaderMap, Method};
 
 use crate::plugins::Plugins;
 
@@ -18,6 +20,10 @@ pub enum Route {
     Plugin(usize, String),
     /// A proxy rule matched.
     Rule(Arc<CompiledRule>),
+    /// A page navigation the app shell serves.
+    Shell(Arc<App>),
+    /// The first path segment names an app; the segment as written (`hello@1`).
+    App(Arc<App>, String),
     NotFound,
 }
 
@@ -30,6 +36,8 @@ impl PartialEq for Route {
             | (Route::NotFound, Route::NotFound) => true,
             (Route::Plugin(i, a), Route::Plugin(j, b)) => i == j && a == b,
             (Route::Rule(a), Route::Rule(b)) => Arc::ptr_eq(a, b),
+            (Route::Shell(a), Route::Shell(b)) => Arc::ptr_eq(a, b),
+            (Route::App(a, x), Route::App(b, y)) => Arc::ptr_eq(a, b) && x == y,
             _ => false,
         }
     }
@@ -42,14 +50,28 @@ pub struct Router {
     plugin_bases: Vec<(String, usize)>,
     /// The proxy plugin's live rule table, when it is loaded.
     rules: Option<Arc<ArcSwap<RuleTable>>>,
+    /// The gateway plugin, for the app shell.
+    gateway: Option<Arc<GatewayPlugin>>,
+    /// The shell's app, when a shell is configured.
+    shell: Option<Arc<App>>,
+    pool: Option<Arc<Pool>>,
 }
 
 impl Router {
-    pub fn new(
-        api_base: &str,
-        plugins: &Plugins,
-        rules: Option<Arc<ArcSwap<RuleTable>>>,
-    ) -> Router {
+    pub fn new(api_base: &str, plugins: &Plugins, pool: Option<Arc<Pool>>) -> Router {
+        let rules = plugins.typed.proxy.as_ref().map(|p| p.table());
+        let gateway = plugins.typed.gateway.clone();
+        let shell = gateway
+            .as_ref()
+            .and_then(|g| g.shell.as_ref())
+            .zip(pool.as_ref())
+            .map(|(s, pool)| {
+                pool.app_at(&Located {
+                    name: "shell".into(),
+                    version: "latest".into(),
+                    dir: s.dir.clone(),
+                })
+            });
         let mut plugin_bases: Vec<(String, usize)> = plugins
             .loaded
             .iter()
@@ -61,6 +83,9 @@ impl Router {
             api_base: api_base.to_string(),
             plugin_bases,
             rules,
+            gateway,
+            shell,
+            pool,
         }
     }
 
@@ -69,7 +94,13 @@ impl Router {
     }
 
     /// `websocket`: the request asks for a WebSocket upgrade (rules with `ws: false` skip it).
-    pub fn route(&self, method: &Method, path: &str, websocket: bool) -> Route {
+    pub fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        websocket: bool,
+    ) -> Route {
         if let Some(rest) = below(path, &self.api_base) {
             return Route::Api(rest.to_string());
         }
@@ -88,6 +119,18 @@ impl Router {
             && let Some(rule) = rules.load().matching(path, websocket)
         {
             return Route::Rule(rule.clone());
+        }
+        if let (Some(shell), Some(g)) = (&self.shell, &self.gateway)
+            && g.shell_for(method, path, headers).is_some()
+        {
+            return Route::Shell(shell.clone());
+        }
+        let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if let Some(pool) = &self.pool
+            && !segment.is_empty()
+            && let Some(app) = pool.app(segment)
+        {
+            return Route::App(app, segment.to_string());
         }
         Route::NotFound
     }
@@ -135,26 +178,48 @@ mod tests {
             api_base: "/api".into(),
             plugin_bases: vec![("/metrics/api".into(), 1), ("/redirects".into(), 0)],
             rules: None,
+            gateway: None,
+            shell: None,
+            pool: None,
         };
         assert_eq!(
-            r.route(&Method::GET, "/api/health", false),
+            r.route(&Method::GET, "/api/health", &HeaderMap::new(), false),
             Route::Api("/health".into())
         );
-        assert_eq!(r.route(&Method::GET, "/metrics", false), Route::Metrics);
-        assert_eq!(r.route(&Method::POST, "/metrics", false), Route::NotFound);
         assert_eq!(
-            r.route(&Method::GET, "/metrics/api/stats", false),
+            r.route(&Method::GET, "/metrics", &HeaderMap::new(), false),
+            Route::Metrics
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/metrics", &HeaderMap::new(), false),
+            Route::NotFound
+        );
+        assert_eq!(
+            r.route(&Method::GET, "/metrics/api/stats", &HeaderMap::new(), false),
             Route::Plugin(1, "/stats".into())
         );
         assert_eq!(
-            r.route(&Method::GET, "/redirects/api/rules", false),
+            r.route(
+                &Method::GET,
+                "/redirects/api/rules",
+                &HeaderMap::new(),
+                false
+            ),
             Route::Plugin(0, "/api/rules".into())
         );
         assert_eq!(
-            r.route(&Method::GET, "/.well-known/buntime", false),
+            r.route(
+                &Method::GET,
+                "/.well-known/buntime",
+                &HeaderMap::new(),
+                false
+            ),
             Route::WellKnown
         );
-        assert_eq!(r.route(&Method::GET, "/hello", false), Route::NotFound);
+        assert_eq!(
+            r.route(&Method::GET, "/hello", &HeaderMap::new(), false),
+            Route::NotFound
+        );
     }
 
     #[test]
@@ -174,17 +239,25 @@ mod tests {
             api_base: "/api".into(),
             plugin_bases: vec![("/redirects".into(), 0)],
             rules: Some(Arc::new(ArcSwap::from_pointee(table))),
+            gateway: None,
+            shell: None,
+            pool: None,
         };
         assert_eq!(
-            r.route(&Method::GET, "/api/health", false),
+            r.route(&Method::GET, "/api/health", &HeaderMap::new(), false),
             Route::Api("/health".into())
         );
         assert_eq!(
-            r.route(&Method::GET, "/redirects/api/rules", false),
+            r.route(
+                &Method::GET,
+                "/redirects/api/rules",
+                &HeaderMap::new(),
+                false
+            ),
             Route::Plugin(0, "/api/rules".into())
         );
         assert!(matches!(
-            r.route(&Method::GET, "/anything", false),
+            r.route(&Method::GET, "/anything", &HeaderMap::new(), false),
             Route::Rule(_)
         ));
     }

@@ -36,11 +36,16 @@ pub fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| format!("METRICS_PORT {p}: cannot listen: {e}"))?;
     }
     let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
-    let shared = Arc::new(Shared::new(config, plugins));
+    let pool = start_pool(&config)?;
+    let shared = Arc::new(Shared::new(config, plugins, Some(pool)));
     if let Some(m) = shared.plugins.typed.metrics.clone() {
         let stats_from = shared.clone();
         m.set_stats(move || {
-            crate::telemetry::stats(&stats_from.plugins.typed, &stats_from.lifecycle)
+            crate::telemetry::stats(
+                &stats_from.plugins.typed,
+                &stats_from.lifecycle,
+                stats_from.pool.as_ref(),
+            )
         });
     }
     let server_conf = ServerConf {
@@ -106,6 +111,30 @@ pub fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The worker pool over `RUNTIME_WORKER_DIRS`; the runtime API's first segment never
+/// names an app.
+fn start_pool(config: &Config) -> Result<Arc<buntime_workers::Pool>, String> {
+    let server = &config.server;
+    let api_segment = server
+        .api_base
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("api")
+        .to_string();
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this binary for static workers: {e}"))?;
+    buntime_workers::Pool::start(buntime_workers::PoolOptions {
+        dirs: server.worker_dirs.clone(),
+        reserved: vec![api_segment],
+        size: server.pool_size,
+        ephemeral_concurrency: server.ephemeral_concurrency,
+        ephemeral_queue: server.ephemeral_queue_limit,
+        exe,
+    })
+    .map_err(|e| format!("cannot start the worker pool: {e}"))
+}
+
 /// `METRICS_PORT`: `/metrics` alone on its own listener (same token rule).
 struct MetricsPort {
     shared: Arc<Shared>,
@@ -162,8 +191,8 @@ impl BackgroundService for PluginStarter {
     }
 }
 
-/// The last steps of a shutdown, run once: plugins stop in reverse load order, then the
-/// access log is flushed.
+/// The last steps of a shutdown, run once: plugins stop in reverse load order, workers
+/// stop last, then the access log is flushed.
 fn finisher(shared: Arc<Shared>) -> Arc<dyn Fn() + Send + Sync> {
     let once = Arc::new(Once::new());
     Arc::new(move || {
@@ -191,6 +220,9 @@ fn finisher(shared: Arc<Shared>) -> Arc<dyn Fn() + Send + Sync> {
                     }
                 }
             });
+            if let Some(pool) = &shared.pool {
+                pool.shutdown();
+            }
             if let Some(log) = &shared.access_log {
                 log.flush(Duration::from_secs(1));
             }

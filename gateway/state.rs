@@ -14,11 +14,14 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::logging::AccessLog;
 use crate::plugins::{CORE, Plugins};
 use crate::routes::Router;
+use buntime_workers::Pool;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub struct Shared {
     pub server: ServerConfig,
+    /// Worker processes for apps; `None` only when the pool could not start.
+    pub pool: Option<Arc<Pool>>,
     pub config_file: Option<PathBuf>,
     pub plugins: Plugins,
     pub router: Router,
@@ -32,8 +35,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, plugins: Plugins) -> Shared {
-        let rules = plugins.typed.proxy.as_ref().map(|p| p.table());
+    pub fn new(config: Config, plugins: Plugins, pool: Option<Arc<Pool>>) -> Shared {
         if let Some(proxy) = &plugins.typed.proxy {
             let api_base = config.server.api_base.clone();
             let auth = plugins.typed.auth.clone();
@@ -42,7 +44,7 @@ impl Shared {
                     || auth.as_ref().is_some_and(|a| a.is_public(method, path))
             }));
         }
-        let router = Router::new(&config.server.api_base, &plugins, rules);
+        let router = Router::new(&config.server.api_base, &plugins, pool.clone());
         let openapi = crate::api::openapi(&config.server.api_base, &plugins);
         let access_log = config
             .server
@@ -50,9 +52,10 @@ impl Shared {
             .then(|| AccessLog::start(config.server.log_format));
         let lifecycle: Arc<Lifecycle> = Arc::default();
         if let Some(m) = &plugins.typed.metrics {
-            crate::telemetry::register(m.metrics(), &plugins.typed, &lifecycle);
+            crate::telemetry::register(m.metrics(), &plugins.typed, &lifecycle, pool.as_ref());
         }
         Shared {
+            pool,
             admin: AdminAccess::new(config.server.master_key.as_deref()),
             router,
             openapi,

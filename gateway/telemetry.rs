@@ -10,6 +10,8 @@ use buntime_metrics::{Metrics, Samples};
 use buntime_plugin_sdk::stats::OpStats;
 use serde_json::json;
 
+use buntime_workers::Pool;
+
 use crate::lifecycle::Lifecycle;
 use crate::plugins::Typed;
 
@@ -65,7 +67,10 @@ fn op_families(
     );
 }
 
-pub fn register(m: &Metrics, typed: &Typed, lifecycle: &Arc<Lifecycle>) {
+pub fn register(m: &Metrics, typed: &Typed, lifecycle: &Arc<Lifecycle>, pool: Option<&Arc<Pool>>) {
+    if let Some(pool) = pool {
+        register_pool(m, pool);
+    }
     let l = lifecycle.clone();
     m.gauge_fn(
         "buntime_http_requests_in_flight",
@@ -158,12 +163,70 @@ pub fn register(m: &Metrics, typed: &Typed, lifecycle: &Arc<Lifecycle>) {
     }
 }
 
+/// `buntime_workers{app,state}`, `buntime_worker_starts_total{app}`,
+/// `buntime_worker_crashes_total{app}`.
+fn register_pool(m: &Metrics, pool: &Arc<Pool>) {
+    let p = pool.clone();
+    m.gauge_fn(
+        "buntime_workers",
+        "Worker processes, by app and state.",
+        &["app", "state"],
+        move || {
+            p.apps()
+                .iter()
+                .flat_map(|a| {
+                    a.states()
+                        .into_iter()
+                        .map(|(state, n)| (vec![a.name.clone(), state.to_string()], n as f64))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        },
+    );
+    for (name, help, pick) in [
+        (
+            "buntime_worker_starts_total",
+            "Worker processes started, by app.",
+            true,
+        ),
+        (
+            "buntime_worker_crashes_total",
+            "Worker processes that exited unexpectedly, by app.",
+            false,
+        ),
+    ] {
+        let p = pool.clone();
+        m.counter_fn(name, help, &["app"], move || {
+            nonzero(p.apps().iter().map(|a| {
+                let n = if pick { &a.starts } else { &a.crashes };
+                (vec![a.name.clone()], n.load(Ordering::Relaxed))
+            }))
+        });
+    }
+}
+
 fn stats_of(s: &OpStats) -> Vec<(&'static str, bool, u64, f64)> {
     s.snapshot()
 }
 
-/// `/metrics/api/stats`: the gateway's own numbers.
-pub fn stats(typed: &Typed, lifecycle: &Lifecycle) -> serde_json::Value {
+/// `/metrics/api/stats`: the gateway's and the pool's numbers.
+pub fn stats(typed: &Typed, lifecycle: &Lifecycle, pool: Option<&Arc<Pool>>) -> serde_json::Value {
+    let pool = pool.map(|p| {
+        let apps: Vec<serde_json::Value> = p
+            .apps()
+            .iter()
+            .map(|a| {
+                json!({
+                    "app": a.name,
+                    "version": a.version,
+                    "workers": a.states().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "starts": a.starts.load(Ordering::Relaxed),
+                    "crashes": a.crashes.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        json!({"apps": apps})
+    });
     let rate_limit = typed.gateway.as_ref().map(|g| {
         let c = &g.limiter.counters;
         json!({
@@ -183,6 +246,6 @@ pub fn stats(typed: &Typed, lifecycle: &Lifecycle) -> serde_json::Value {
                 "failures": Reason::ALL.iter().map(|r| (r.as_str(), a.verifier().failures(*r))).collect::<std::collections::BTreeMap<_, _>>(),
             })),
         },
-        "pool": null,
+        "pool": pool,
     })
 }

@@ -44,12 +44,39 @@ pub fn handle(shared: &Shared, req: &ApiRequest) -> ApiResponse {
         }
         ("/plugins", true) => ApiResponse::ok(&**shared.installed.load()),
         ("/plugins/loaded", true) => plugins_loaded(&shared.plugins),
+        ("/workers", true) => {
+            ApiResponse::ok(&shared.pool.as_ref().map_or_else(Vec::new, |p| p.list()))
+        }
+        ("/apps", true) => ApiResponse::ok(
+            &shared
+                .pool
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.discovery().list()),
+        ),
         (
             "/health" | "/health/live" | "/health/ready" | "/openapi.json" | "/plugins"
-            | "/plugins/loaded",
+            | "/plugins/loaded" | "/workers" | "/apps",
             false,
         ) => method_not_allowed("GET, HEAD"),
-        _ => ApiResponse::not_found(),
+        _ => restart(shared, req, path),
+    }
+}
+
+/// `POST /workers/{app}/restart`: drains and restarts that app's workers.
+fn restart(shared: &Shared, req: &ApiRequest, path: &str) -> ApiResponse {
+    let Some(app) = path
+        .strip_prefix("/workers/")
+        .and_then(|rest| rest.strip_suffix("/restart"))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+    else {
+        return ApiResponse::not_found();
+    };
+    if req.method != Method::POST {
+        return method_not_allowed("POST");
+    }
+    match shared.pool.as_ref().is_some_and(|p| p.restart(app)) {
+        true => ApiResponse::ok(&json!({"ok": true, "app": app})),
+        false => ApiResponse::error(StatusCode::NOT_FOUND, "App not found"),
     }
 }
 

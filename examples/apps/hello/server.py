@@ -1,0 +1,28 @@
+"""The demo command app: answers every request with a JSON greeting."""
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = json.dumps({
+            "message": os.environ.get("GREETING", "Hello"),
+            "path": self.path,
+            "base": self.headers.get("x-base"),
+            "requestId": self.headers.get("x-request-id"),
+            "pid": os.getpid(),
+        }).encode() + b"\n"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()

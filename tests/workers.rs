@@ -1,0 +1,683 @@
+//! The worker pool (SPEC 8): fixture apps (tests/fixtures/apps/worker.py, real python3
+//! processes) started by the real gateway, reached over HTTP, and checked in
+//! `/api/workers`, in metrics and in /proc.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Options, Resp, eventually, write};
+use serde_json::{Value, json};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/apps/worker.py");
+
+/// A temp dir holding `apps/<name>/manifest.yaml` for each `(name, manifest)`, and options
+/// that start a gateway on it.
+struct Apps {
+    temp: tempfile::TempDir,
+}
+
+impl Apps {
+    fn new(apps: &[(&str, &str)]) -> Apps {
+        let a = Apps {
+            temp: tempfile::tempdir().unwrap(),
+        };
+        for (name, manifest) in apps {
+            a.add(name, manifest);
+        }
+        a
+    }
+
+    /// A fixture worker app; `extra` is more manifest YAML.
+    fn add(&self, name: &str, extra: &str) {
+        let text = format!("command: [python3, {FIXTURE}]\n{extra}\n");
+        write(&self.dir(name).join("manifest.yaml"), &text);
+    }
+
+    fn dir(&self, name: &str) -> PathBuf {
+        self.temp.path().join("apps").join(name)
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            dir: Some(self.temp.path().to_path_buf()),
+            ..Options::default()
+        }
+    }
+}
+
+fn workers(gw: &Gateway) -> Vec<Value> {
+    let r = gw.get(&gw.api("/workers"));
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json().as_array().unwrap().clone()
+}
+
+fn of_app(gw: &Gateway, app: &str) -> Vec<Value> {
+    workers(gw)
+        .into_iter()
+        .filter(|w| w["app"] == app)
+        .collect()
+}
+
+fn pid_of(r: &Resp) -> u64 {
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["pid"].as_u64().unwrap()
+}
+
+/// Alive = exists and is not a zombie.
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+fn gone_within(pid: u64, secs: u64) -> bool {
+    eventually(Duration::from_secs(secs), || (!alive(pid)).then_some(())).is_some()
+}
+
+fn metric(gw: &Gateway, line_start: &str) -> Option<f64> {
+    let text = gw.get("/metrics").text();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Sends the requests at once, each on its own thread.
+fn concurrently(gw: &Gateway, paths: &[&str]) -> Vec<Resp> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths.iter().map(|p| s.spawn(move || gw.get(p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn forwards_to_the_app_without_its_segment() {
+    let apps = Apps::new(&[(
+        "echo",
+        "ttl: 5m\nenv: {APP_GREETING: from-manifest, FROM_DOTENV: manifest}",
+    )]);
+    write(
+        &apps.dir("echo").join(".env"),
+        "# comment\nFROM_DOTENV=dotenv\n",
+    );
+    let gw = Gateway::start(apps.options().env("RUNTIME_MASTER_KEY", "master-secret"));
+    let admin = [("authorization", "Bearer master-secret")];
+
+    let r = gw.get_with(
+        "/echo/x/y?q=1&r=2",
+        &[
+            ("x-request-id", "req-42"),
+            ("origin", "https://app.example"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    assert_eq!(r.header("x-request-id"), Some("req-42"));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let body = r.json();
+    assert_eq!(body["path"], "/x/y?q=1&r=2");
+    let h = &body["headers"];
+    assert_eq!(h["x-base"], "/echo");
+    assert_eq!(h["x-request-id"], "req-42");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", gw.port));
+    // The env rule: manifest env, overridden by .env, plus PATH and the address; none of
+    // the gateway's own secrets.
+    let env = &body["env"];
+    assert_eq!(env["APP_GREETING"], "from-manifest");
+    assert_eq!(env["FROM_DOTENV"], "dotenv");
+    assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
+    assert!(env.get("PATH").is_some());
+    assert!(env.get("RUNTIME_MASTER_KEY").is_none(), "{env}");
+    let names = body["envNames"].as_array().unwrap();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with("RUNTIME_")),
+        "the gateway's settings leaked: {names:?}"
+    );
+
+    // The app root with and without a slash; a body.
+    assert_eq!(gw.get("/echo").json()["path"], "/");
+    assert_eq!(gw.get("/echo/").json()["path"], "/");
+    let posted = gw.send("POST", "/echo/upload", &[], Some(&[7u8; 3000]));
+    assert_eq!(posted.json()["bodyLength"], 3000);
+
+    // One worker served all of them.
+    assert_eq!(gw.get(&gw.api("/workers")).status, 401, "admin only");
+    let listed = gw.get_with(&gw.api("/workers"), &admin).json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let w = &listed[0];
+    assert_eq!(w["app"], "echo");
+    assert_eq!(w["version"], "latest");
+    assert_eq!(w["state"], "ready");
+    assert_eq!(w["requests"], 4);
+    assert_eq!(w["errors"], 0);
+    assert_eq!(w["restarts"], 0);
+    assert!(w["dir"].as_str().unwrap().ends_with("apps/echo"), "{w}");
+    assert_eq!(w["pid"].as_u64(), Some(body["pid"].as_u64().unwrap()));
+    let port = env["PORT"].as_str().unwrap();
+    assert_eq!(w["address"], format!("127.0.0.1:{port}"));
+    for key in ["id", "startedAt", "lastUsedAt"] {
+        assert!(w[key].is_string(), "{key} in {w}");
+    }
+
+    let apps_listed = gw.get_with(&gw.api("/apps"), &admin).json();
+    assert!(
+        apps_listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "echo"),
+        "{apps_listed}"
+    );
+    assert_eq!(
+        metric(&gw, "buntime_worker_starts_total{app=\"echo\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, "buntime_workers{app=\"echo\",state=\"ready\"}"),
+        Some(1.0)
+    );
+    let counted = metric(
+        &gw,
+        "buntime_http_requests_total{method=\"GET\",route=\"app:echo\",status=\"200\"}",
+    );
+    assert_eq!(counted, Some(3.0));
+}
+
+#[test]
+fn unknown_apps_and_reserved_names_are_404() {
+    let apps = Apps::new(&[("echo", "ttl: 5m")]);
+    write(&apps.dir(".hidden").join("manifest.yaml"), "ttl: 5m\n");
+    let gw = Gateway::start(apps.options());
+    for path in ["/nope/", "/nope", "/.hidden/", "/echo@9/"] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+        assert_eq!(r.json(), json!({"error": "Not Found"}), "{path}");
+    }
+    let r = gw.send("POST", &gw.api("/workers/nope/restart"), &[], None);
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(of_app(&gw, "echo").is_empty(), "nothing started");
+}
+
+#[test]
+fn versions_are_picked_by_range() {
+    let apps = Apps::new(&[
+        ("ver@1.0.0", "ttl: 5m\nenv: {APP_GREETING: '1.0.0'}"),
+        ("ver@1.2.0", "ttl: 5m\nenv: {APP_GREETING: '1.2.0'}"),
+        ("ver/2.0.0", "ttl: 5m\nenv: {APP_GREETING: '2.0.0'}"),
+    ]);
+    let gw = Gateway::start(apps.options());
+    for (path, version) in [
+        ("/ver/", "2.0.0"),
+        ("/ver@1/", "1.2.0"),
+        ("/ver@~1.0.0/", "1.0.0"),
+        ("/ver@^1.0.0/", "1.2.0"),
+        ("/ver@2.0.0/", "2.0.0"),
+    ] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 200, "{path}: {r:?}\n{}", gw.logs());
+        assert_eq!(r.json()["env"]["APP_GREETING"], version, "{path}");
+    }
+    assert_eq!(gw.get("/ver@1/x").json()["headers"]["x-base"], "/ver@1");
+    assert_eq!(gw.get("/ver@3/").status, 404);
+    let versions: Vec<String> = of_app(&gw, "ver")
+        .iter()
+        .map(|w| w["version"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions.len(), 3, "one worker per version: {versions:?}");
+
+    // A folder made after start is found without a restart.
+    apps.add("late", "ttl: 5m");
+    let late = eventually(Duration::from_secs(5), || {
+        let r = gw.get("/late/");
+        (r.status == 200).then_some(r)
+    });
+    assert!(late.is_some(), "new app not picked up");
+}
+
+#[test]
+fn a_crashing_worker_is_restarted_and_counted() {
+    let apps = Apps::new(&[(
+        "crashy",
+        "ttl: 5m\nhealthPath: /health\nenv: {CRASH_AFTER: '2'}",
+    )]);
+    let gw = Gateway::start(apps.options());
+    let first = pid_of(&gw.get("/crashy/1"));
+    let r2 = gw.get("/crashy/2"); // answered, then the worker exits
+    assert_eq!(r2.status, 200, "{r2:?}\n{}", gw.logs());
+    assert_eq!(pid_of(&r2), first);
+    assert!(gone_within(first, 5));
+    // The next request waits for the replacement (after the 1 s backoff).
+    let r3 = gw.get("/crashy/3");
+    assert_eq!(r3.status, 200, "{r3:?}\n{}", gw.logs());
+    let second = pid_of(&r3);
+    assert_ne!(second, first);
+
+    let listed = of_app(&gw, "crashy");
+    let crashed = listed
+        .iter()
+        .find(|w| w["state"] == "crashed")
+        .expect("crashed entry");
+    assert_eq!(crashed["pid"], Value::Null);
+    let live = listed
+        .iter()
+        .find(|w| w["pid"] == second)
+        .expect("live entry");
+    assert_eq!(live["state"], "ready");
+    assert_eq!(live["restarts"], 1);
+    assert_eq!(
+        metric(&gw, "buntime_worker_crashes_total{app=\"crashy\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&gw, "buntime_worker_starts_total{app=\"crashy\"}"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn a_worker_dying_mid_request_is_502() {
+    let apps = Apps::new(&[("fragile", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    let pid = pid_of(&gw.get("/fragile/"));
+    let r = gw.get("/fragile/die");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.json()["error"], "Bad Gateway");
+    assert!(gone_within(pid, 5));
+    assert_ne!(pid_of(&gw.get("/fragile/")), pid, "replaced");
+}
+
+#[test]
+fn a_slow_starter_makes_requests_wait() {
+    let apps = Apps::new(&[("slow", "ttl: 5m\nenv: {START_DELAY: '2'}")]);
+    let gw = Gateway::start(apps.options());
+    let t = Instant::now();
+    let answers = concurrently(&gw, &["/slow/a", "/slow/b", "/slow/c"]);
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    let pids: Vec<u64> = answers.iter().map(pid_of).collect();
+    assert!(pids.iter().all(|p| *p == pids[0]), "one worker: {pids:?}");
+    assert_eq!(of_app(&gw, "slow").len(), 1);
+}
+
+#[test]
+fn a_worker_that_never_gets_healthy_is_503() {
+    let apps = Apps::new(&[("sick", "ttl: 5m\nstartTimeout: 2s\nenv: {UNHEALTHY: '1'}")]);
+    let gw = Gateway::start(apps.options());
+    let t = Instant::now();
+    let r = gw.get("/sick/");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json(), json!({"error": "App unavailable", "app": "sick"}));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    // While it backs off, the failure is answered at once.
+    let t = Instant::now();
+    assert_eq!(gw.get("/sick/").status, 503);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let listed = eventually(Duration::from_secs(15), || {
+        let ws = of_app(&gw, "sick");
+        ws.iter().all(|w| w["state"] == "stopped").then_some(ws)
+    });
+    assert!(listed.is_some(), "{:?}", of_app(&gw, "sick"));
+}
+
+#[test]
+fn a_worker_exiting_at_start_is_503_at_once() {
+    let apps = Apps::new(&[("broken", "ttl: 5m\nenv: {EXIT_AT_START: '1'}")]);
+    let gw = Gateway::start(apps.options());
+    let t = Instant::now();
+    let r = gw.get("/broken/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["app"], "broken");
+    assert!(r.header("retry-after").is_some());
+    // Well before the 30 s startTimeout.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let listed = of_app(&gw, "broken");
+    assert!(listed.iter().all(|w| w["state"] == "crashed"), "{listed:?}");
+}
+
+#[test]
+fn a_hanging_request_is_504_and_the_worker_serves_on() {
+    let apps = Apps::new(&[("hangs", "ttl: 5m\ntimeout: 1s")]);
+    let gw = Gateway::start(apps.options());
+    let pid = pid_of(&gw.get("/hangs/"));
+    let t = Instant::now();
+    let r = gw.get("/hangs/hang");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.json(), json!({"error": "Gateway Timeout"}));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(pid_of(&gw.get("/hangs/")), pid);
+    let w = &of_app(&gw, "hangs")[0];
+    assert_eq!(w["errors"], 1, "{w}");
+}
+
+#[test]
+fn an_idle_worker_stops_after_its_ttl() {
+    let apps = Apps::new(&[("brief", "ttl: 2s")]);
+    let gw = Gateway::start(apps.options());
+    let pid = pid_of(&gw.get("/brief/"));
+    assert!(gone_within(pid, 15), "still running after its ttl");
+    let listed = of_app(&gw, "brief");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "stopped");
+    assert_eq!(listed[0]["pid"], Value::Null);
+    let next = pid_of(&gw.get("/brief/"));
+    assert_ne!(next, pid);
+}
+
+#[test]
+fn a_full_pool_evicts_the_least_recently_used_worker() {
+    let apps = Apps::new(&[("a", "ttl: 5m"), ("b", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options().env("RUNTIME_POOL_SIZE", "1"));
+    let a = pid_of(&gw.get("/a/"));
+    let b = pid_of(&gw.get("/b/"));
+    assert!(gone_within(a, 15), "a not evicted");
+    assert!(alive(b));
+    let live: Vec<Value> = workers(&gw)
+        .into_iter()
+        .filter(|w| w["state"] != "stopped")
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["app"], "b");
+}
+
+#[test]
+fn ephemeral_workers_serve_one_request_each_behind_a_gate() {
+    let apps = Apps::new(&[("cgi", "")]);
+    let gw = Gateway::start(
+        apps.options()
+            .env("RUNTIME_EPHEMERAL_CONCURRENCY", "2")
+            .env("RUNTIME_EPHEMERAL_QUEUE_LIMIT", "2"),
+    );
+    // Four fit: two run, two wait in the queue.
+    let answers = concurrently(&gw, &["/cgi/sleep/1"; 4]);
+    let mut pids: Vec<u64> = answers.iter().map(pid_of).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 4, "one process per request");
+    for pid in &pids {
+        assert!(gone_within(*pid, 15), "ephemeral worker {pid} kept running");
+    }
+
+    // Eight at once: two run, two queue, the rest find the queue full.
+    let answers = concurrently(&gw, &["/cgi/sleep/3"; 8]);
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    let full: Vec<&Resp> = answers.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok + full.len(), 8, "{answers:?}");
+    assert!(ok >= 4, "{answers:?}");
+    assert!(!full.is_empty(), "the queue never filled: {answers:?}");
+    for r in full {
+        assert_eq!(r.json()["error"], "App unavailable");
+        assert!(r.header("retry-after").is_some());
+    }
+    let live = eventually(Duration::from_secs(15), || {
+        of_app(&gw, "cgi")
+            .iter()
+            .all(|w| w["state"] == "stopped")
+            .then_some(())
+    });
+    assert!(live.is_some(), "{:?}", of_app(&gw, "cgi"));
+}
+
+#[test]
+fn max_requests_recycles_a_worker() {
+    let apps = Apps::new(&[("recycled", "ttl: 5m\nmaxRequests: 2")]);
+    let gw = Gateway::start(apps.options());
+    let first = pid_of(&gw.get("/recycled/"));
+    assert_eq!(pid_of(&gw.get("/recycled/")), first);
+    assert!(gone_within(first, 15), "not recycled");
+    let second = pid_of(&gw.get("/recycled/"));
+    assert_ne!(second, first);
+    let listed = of_app(&gw, "recycled");
+    let old = listed
+        .iter()
+        .find(|w| w["state"] == "stopped")
+        .expect("stopped entry");
+    assert_eq!(old["requests"], 2);
+    assert_eq!(
+        metric(&gw, "buntime_worker_crashes_total{app=\"recycled\"}"),
+        None,
+        "a recycle is no crash"
+    );
+}
+
+#[test]
+fn instances_share_the_load() {
+    let apps = Apps::new(&[("pair", "ttl: 5m\ninstances: 2")]);
+    let gw = Gateway::start(apps.options());
+    let first = pid_of(&gw.get("/pair/"));
+    eventually(Duration::from_secs(10), || {
+        (of_app(&gw, "pair")
+            .iter()
+            .filter(|w| w["state"] == "ready")
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .expect("two ready instances");
+    let mut pids: Vec<u64> = (0..6).map(|_| pid_of(&gw.get("/pair/"))).collect();
+    assert!(pids.contains(&first));
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "round-robin over both");
+}
+
+#[test]
+fn restart_replaces_the_workers() {
+    let apps = Apps::new(&[("again", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    let first = pid_of(&gw.get("/again/"));
+    let r = gw.send("POST", &gw.api("/workers/again/restart"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(gone_within(first, 15));
+    let second = pid_of(&gw.get("/again/"));
+    assert_ne!(second, first);
+    let listed = of_app(&gw, "again");
+    assert!(
+        listed
+            .iter()
+            .any(|w| w["state"] == "stopped" && w["restarts"] == 0)
+    );
+}
+
+#[test]
+fn a_unix_socket_app() {
+    let apps = Apps::new(&[("sock", "ttl: 5m\nlisten: unix")]);
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/sock/x");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    let body = r.json();
+    assert_eq!(body["path"], "/x");
+    assert!(body["env"].get("PORT").is_none());
+    let socket = body["env"]["BUNTIME_SOCKET"].as_str().unwrap().to_string();
+    let w = &of_app(&gw, "sock")[0];
+    assert_eq!(w["address"], format!("unix:{socket}"));
+}
+
+#[test]
+fn preload_starts_at_boot() {
+    let apps = Apps::new(&[("early", "ttl: 5m\npreload: true")]);
+    let gw = Gateway::start(apps.options());
+    let ready = eventually(Duration::from_secs(10), || {
+        of_app(&gw, "early")
+            .into_iter()
+            .find(|w| w["state"] == "ready")
+    })
+    .expect("preloaded worker");
+    assert_eq!(pid_of(&gw.get("/early/")), ready["pid"].as_u64().unwrap());
+}
+
+#[test]
+fn an_invalid_manifest_fails_that_app_only() {
+    let apps = Apps::new(&[("good", "ttl: 5m")]);
+    write(
+        &apps.dir("bad").join("manifest.yaml"),
+        "command: [python3, x.py]\ntimeout: soon\n",
+    );
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/bad/");
+    assert_eq!(r.status, 500, "{r:?}");
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.starts_with("Invalid app manifest: "), "{error}");
+    assert!(
+        error.contains("timeout") && error.contains("soon"),
+        "{error}"
+    );
+    assert_eq!(gw.get("/good/").status, 200);
+
+    // Fixed on disk: served without a restart.
+    apps.add("bad", "ttl: 5m");
+    let fixed = eventually(Duration::from_secs(5), || {
+        (gw.get("/bad/").status == 200).then_some(())
+    });
+    assert!(fixed.is_some());
+}
+
+#[test]
+fn body_limit_per_app() {
+    let apps = Apps::new(&[("small", "ttl: 5m\nmaxBodySize: 1kb")]);
+    let gw = Gateway::start(apps.options());
+    let r = gw.send("POST", "/small/", &[], Some(&[1u8; 2000]));
+    assert_eq!(r.status, 413, "{r:?}");
+    let r = gw.send("POST", "/small/", &[], Some(&[1u8; 1000]));
+    assert_eq!(r.json()["bodyLength"], 1000);
+}
+
+#[test]
+fn apps_need_a_token_unless_public() {
+    let secret = "s3cret-for-workers-test";
+    let apps = Apps::new(&[("private", "ttl: 5m\npublicRoutes: [/open, /pub/**]")]);
+    let gw = Gateway::start(apps.options().env("AUTH_JWT_SECRET", secret));
+    let r = gw.get("/private/x");
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(r.json()["reason"], "missing_token");
+    assert_eq!(gw.get("/private/open").status, 200);
+    assert_eq!(gw.get("/private/pub/a/b").status, 200);
+
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ada", "roles": ["dev"], "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let r = gw.get_with(
+        "/private/x",
+        &[("authorization", &bearer), ("x-auth-subject", "mallory")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-auth-subject"], "ada");
+    let identity: Value = serde_json::from_str(h["x-identity"].as_str().unwrap()).unwrap();
+    assert_eq!(identity["sub"], "ada");
+}
+
+#[test]
+fn a_static_app() {
+    let apps = Apps::new(&[]);
+    let dir = apps.dir("site");
+    write(&dir.join("manifest.yaml"), "ttl: 5m\n");
+    write(&dir.join("index.html"), "<h1>site</h1>");
+    write(&dir.join("js/app.js"), "console.log(1)");
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/site/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    assert_eq!(r.text(), "<h1>site</h1>");
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let r = gw.get("/site/js/app.js");
+    assert_eq!(r.text(), "console.log(1)");
+    assert!(
+        r.header("content-type").unwrap().contains("javascript"),
+        "{r:?}"
+    );
+    // SPA fallback.
+    let r = gw.get("/site/deep/client/route");
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>site</h1>"));
+    let w = &of_app(&gw, "site")[0];
+    assert_eq!(w["state"], "ready");
+}
+
+#[test]
+fn the_shell_serves_navigations_through_the_pool() {
+    let apps = Apps::new(&[("echo", "ttl: 5m")]);
+    let shell = apps.temp.path().join("shell");
+    write(
+        &shell.join("manifest.yaml"),
+        &format!("command: [python3, {FIXTURE}]\nttl: 5m\n"),
+    );
+    let gw = Gateway::start(
+        apps.options()
+            .env("GATEWAY_SHELL_DIR", shell.to_str().unwrap()),
+    );
+    let r = gw.get_with("/dashboard", &[("sec-fetch-dest", "document")]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    let body = r.json();
+    assert_eq!(body["path"], "/dashboard", "the shell sees the whole path");
+    assert_eq!(body["headers"]["x-base"], "/");
+    // Not a navigation: the app itself.
+    let r = gw.get_with("/echo/data", &[("sec-fetch-dest", "empty")]);
+    assert_eq!(r.json()["path"], "/data");
+    assert_eq!(of_app(&gw, "shell").len(), 1);
+}
+
+fn live_pids(gw: &Gateway) -> Vec<u64> {
+    workers(gw)
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect()
+}
+
+fn start_two_workers() -> (Apps, Gateway, Vec<u64>) {
+    let apps = Apps::new(&[("one", "ttl: 5m\npreload: true"), ("two", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    pid_of(&gw.get("/two/"));
+    let pids = eventually(Duration::from_secs(10), || {
+        let p = live_pids(&gw);
+        (p.len() == 2).then_some(p)
+    })
+    .expect("two workers");
+    assert!(pids.iter().all(|p| alive(*p)));
+    (apps, gw, pids)
+}
+
+#[test]
+fn no_worker_survives_a_sigterm() {
+    let (_apps, mut gw, pids) = start_two_workers();
+    let (status, _) = gw.stop();
+    assert!(status.success(), "{status}\n{}", gw.logs());
+    for pid in pids {
+        assert!(gone_within(pid, 5), "worker {pid} outlived the gateway");
+    }
+}
+
+#[test]
+fn no_worker_survives_a_sigkill() {
+    let (_apps, mut gw, pids) = start_two_workers();
+    gw.signal("KILL");
+    gw.wait_exit(Duration::from_secs(10)).expect("killed");
+    for pid in pids {
+        assert!(
+            gone_within(pid, 5),
+            "worker {pid} outlived the killed gateway"
+        );
+    }
+}

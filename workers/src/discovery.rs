@@ -1,0 +1,359 @@
+//! App discovery (SPEC 8.1): the first path segment names an app (optionally `name@range`);
+//! versions come from `<dir>/<name>@<v>/`, `<dir>/<name>/<v>/` and `<dir>/<name>/` itself
+//! (as `latest`, when it holds a manifest), over every worker dir in order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use semver::{Version, VersionReq};
+
+/// New folders are seen within this long.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub name: String,
+    /// `1.2.0` or `latest`.
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+/// One app as `GET /api/apps` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub name: String,
+    pub path: String,
+    pub versions: Vec<String>,
+}
+
+pub struct Discovery {
+    dirs: Vec<PathBuf>,
+    /// First path segments that never name an app (the runtime API's).
+    reserved: Vec<String>,
+    cache: Mutex<HashMap<String, (Instant, Option<Located>)>>,
+}
+
+pub fn has_manifest(dir: &Path) -> bool {
+    dir.join("manifest.yaml").is_file() || dir.join("manifest.yml").is_file()
+}
+
+/// `v` as a folder names a version: semver, or `latest`.
+fn version_name(v: &str) -> bool {
+    v == "latest" || Version::parse(v).is_ok()
+}
+
+impl Discovery {
+    pub fn new(dirs: Vec<PathBuf>, reserved: Vec<String>) -> Discovery {
+        Discovery {
+            dirs,
+            reserved,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The app a first path segment names, if any (cached for about a second).
+    pub fn resolve(&self, segment: &str) -> Option<Located> {
+        if let Some((at, hit)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(segment)
+            && at.elapsed() < CACHE_FOR
+        {
+            return hit.clone();
+        }
+        let found = self.lookup(segment);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(segment.to_string(), (Instant::now(), found.clone()));
+        found
+    }
+
+    fn lookup(&self, segment: &str) -> Option<Located> {
+        let (name, range) = match segment.split_once('@') {
+            Some((n, r)) => (n, Some(r)),
+            None => (segment, None),
+        };
+        if name.is_empty()
+            || name.starts_with('.')
+            || self.reserved.iter().any(|r| r == name)
+            || !valid_name(name)
+        {
+            return None;
+        }
+        pick(&self.versions(name), range)
+    }
+
+    /// Every version of `name`, earlier dirs winning for the same version.
+    fn versions(&self, name: &str) -> Vec<(String, PathBuf)> {
+        let mut out: Vec<(String, PathBuf)> = Vec::new();
+        let mut add = |v: String, p: PathBuf| {
+            if !out.iter().any(|(seen, _)| *seen == v) {
+                out.push((v, p));
+            }
+        };
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let Ok(file) = e.file_name().into_string() else {
+                    continue;
+                };
+                let path = e.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                if let Some(v) = file.strip_prefix(&format!("{name}@"))
+                    && version_name(v)
+                {
+                    add(v.to_string(), path);
+                } else if file == name {
+                    if has_manifest(&path) {
+                        add("latest".to_string(), path.clone());
+                    }
+                    for sub in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                        let Ok(v) = sub.file_name().into_string() else {
+                            continue;
+                        };
+                        if sub.path().is_dir() && version_name(&v) {
+                            add(v, sub.path());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every app in every worker dir, for `GET /api/apps`.
+    pub fn list(&self) -> Vec<Listed> {
+        let mut names: Vec<String> = Vec::new();
+        for dir in &self.dirs {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let Ok(file) = e.file_name().into_string() else {
+                    continue;
+                };
+                let name = file.split('@').next().unwrap_or("").to_string();
+                if e.path().is_dir()
+                    && valid_name(&name)
+                    && !name.starts_with('.')
+                    && !names.contains(&name)
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let mut versions = self.versions(&name);
+                if versions.is_empty() {
+                    return None;
+                }
+                let chosen = pick(&versions, None)?;
+                versions.sort_by(|a, b| order(&b.0, &a.0));
+                Some(Listed {
+                    path: chosen.dir.display().to_string(),
+                    versions: versions.into_iter().map(|(v, _)| v).collect(),
+                    name,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What an app name may be: letters, digits, `-`, `_`, `.` (not first).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Newest first: `latest`, then semver descending.
+fn order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a, b) {
+        ("latest", "latest") => std::cmp::Ordering::Equal,
+        ("latest", _) => std::cmp::Ordering::Greater,
+        (_, "latest") => std::cmp::Ordering::Less,
+        _ => Version::parse(a).ok().cmp(&Version::parse(b).ok()),
+    }
+}
+
+/// No range: `latest` if present, else the highest semver. A range (`1`, `1.4`, `^1.0.0`,
+/// `~1.4.0`, exact): the highest semver satisfying it.
+fn pick(versions: &[(String, PathBuf)], range: Option<&str>) -> Option<Located> {
+    let located = |(v, p): &(String, PathBuf)| Located {
+        name: String::new(),
+        version: v.clone(),
+        dir: p.clone(),
+    };
+    let semvers = || {
+        versions.iter().filter_map(|(v, p)| {
+            Version::parse(v)
+                .ok()
+                .map(|sv| (sv, (v.clone(), p.clone())))
+        })
+    };
+    match range {
+        None => versions
+            .iter()
+            .find(|(v, _)| v == "latest")
+            .map(located)
+            .or_else(|| {
+                semvers()
+                    .max_by(|a, b| a.0.cmp(&b.0))
+                    .map(|(_, x)| located(&x))
+            }),
+        Some("latest") => versions.iter().find(|(v, _)| v == "latest").map(located),
+        Some(r) => {
+            let req = requirement(r)?;
+            semvers()
+                .filter(|(sv, _)| req.matches(sv))
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, x)| located(&x))
+        }
+    }
+}
+
+/// `1` and `1.4` mean "that major/minor line"; `1.2.3` alone is exact; operators as written.
+fn requirement(r: &str) -> Option<VersionReq> {
+    let r = r.trim();
+    if Version::parse(r).is_ok() {
+        return VersionReq::parse(&format!("={r}")).ok();
+    }
+    if r.split('.').all(|p| p.parse::<u64>().is_ok()) {
+        return VersionReq::parse(&format!("{r}.*"))
+            .ok()
+            .or_else(|| VersionReq::parse(&format!("~{r}")).ok());
+    }
+    VersionReq::parse(r).ok()
+}
+
+impl Discovery {
+    /// Like `resolve`, naming the app.
+    pub fn find(&self, segment: &str) -> Option<Located> {
+        self.resolve(segment).map(|mut l| {
+            l.name = segment.split('@').next().unwrap_or(segment).to_string();
+            l
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(spec: &[&str]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for p in spec {
+            let path = root.path().join(p);
+            if p.ends_with(".yaml") {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, "{}").unwrap();
+            } else {
+                std::fs::create_dir_all(path).unwrap();
+            }
+        }
+        root
+    }
+
+    fn version(d: &Discovery, seg: &str) -> Option<String> {
+        d.find(seg).map(|l| l.version)
+    }
+
+    #[test]
+    fn versions_and_ranges() {
+        let root = tree(&[
+            "hello@1.0.0",
+            "hello@1.4.2",
+            "hello/1.4.9",
+            "hello/2.0.0",
+            "hello/notaversion",
+            "plain/manifest.yaml",
+            "plain/0.1.0",
+            "bare",
+        ]);
+        let d = Discovery::new(vec![root.path().into()], vec!["api".into()]);
+        assert_eq!(
+            version(&d, "hello").as_deref(),
+            Some("2.0.0"),
+            "no latest: the highest semver"
+        );
+        assert_eq!(version(&d, "hello@1").as_deref(), Some("1.4.9"));
+        assert_eq!(version(&d, "hello@1.4").as_deref(), Some("1.4.9"));
+        assert_eq!(version(&d, "hello@^1.0.0").as_deref(), Some("1.4.9"));
+        assert_eq!(version(&d, "hello@~1.4.0").as_deref(), Some("1.4.9"));
+        assert_eq!(
+            version(&d, "hello@1.4.2").as_deref(),
+            Some("1.4.2"),
+            "exact"
+        );
+        assert_eq!(version(&d, "hello@1.0.0").as_deref(), Some("1.0.0"));
+        assert_eq!(version(&d, "hello@3"), None);
+        assert_eq!(version(&d, "hello@garbage"), None);
+        assert_eq!(
+            version(&d, "plain").as_deref(),
+            Some("latest"),
+            "a folder with a manifest is latest"
+        );
+        assert_eq!(version(&d, "plain@0.1").as_deref(), Some("0.1.0"));
+        assert_eq!(version(&d, "bare"), None, "no manifest and no versions");
+        assert_eq!(
+            d.find("hello@1.4").unwrap().dir,
+            root.path().join("hello/1.4.9")
+        );
+    }
+
+    #[test]
+    fn dirs_are_searched_in_order() {
+        let core = tree(&["tool/manifest.yaml", "tool@1.0.0"]);
+        let external = tree(&["tool/manifest.yaml", "tool@2.0.0", "other@1.0.0"]);
+        let d = Discovery::new(vec![core.path().into(), external.path().into()], vec![]);
+        assert_eq!(
+            d.find("tool").unwrap().dir,
+            core.path().join("tool"),
+            "the core dir's latest wins"
+        );
+        assert_eq!(
+            version(&d, "tool@2").as_deref(),
+            Some("2.0.0"),
+            "versions from every dir count"
+        );
+        assert_eq!(version(&d, "other").as_deref(), Some("1.0.0"));
+        let listed = d.list();
+        let tool = listed.iter().find(|l| l.name == "tool").unwrap();
+        assert_eq!(tool.versions, vec!["latest", "2.0.0", "1.0.0"]);
+    }
+
+    #[test]
+    fn refused_names() {
+        let root = tree(&[
+            ".hidden/manifest.yaml",
+            "api/manifest.yaml",
+            "ok/manifest.yaml",
+        ]);
+        let d = Discovery::new(vec![root.path().into()], vec!["api".into()]);
+        assert_eq!(d.find(".hidden"), None);
+        assert_eq!(d.find("api"), None, "the runtime API's segment");
+        assert_eq!(d.find("..%2f"), None);
+        assert!(d.find("ok").is_some());
+        assert!(d.list().iter().all(|l| l.name != ".hidden"));
+    }
+
+    #[test]
+    fn new_folders_appear_without_a_restart() {
+        let root = tree(&[]);
+        let d = Discovery::new(vec![root.path().into()], vec![]);
+        assert_eq!(d.find("late"), None);
+        std::fs::create_dir_all(root.path().join("late@1.0.0")).unwrap();
+        std::thread::sleep(CACHE_FOR + Duration::from_millis(50));
+        assert_eq!(version(&d, "late").as_deref(), Some("1.0.0"));
+    }
+}

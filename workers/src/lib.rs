@@ -1,0 +1,13 @@
+//! The worker pool (SPEC 8): app discovery, manifests, worker processes and their
+//! supervision, and the static-file worker.
+#![deny(unsafe_code)]
+
+pub mod discovery;
+pub mod manifest;
+pub mod pool;
+pub mod process;
+pub mod static_files;
+
+pub use discovery::{Discovery, Located};
+pub use manifest::AppManifest;
+pub use pool::{Address, App, Lease, Pool, PoolOptions, Unavailable, Worker};

@@ -1,0 +1,359 @@
+//! App manifests (SPEC 8.2): `manifest.yaml` in the app folder, its defaults, the `.env`
+//! overlay, and the environment a worker gets. An invalid manifest fails that app only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use buntime_plugin_sdk::{Problems, RateLimitSpec, RouteGlobs, Settings};
+use serde_yaml::{Mapping, Value};
+
+/// The only variables of the gateway's own environment a worker inherits.
+pub const INHERITED: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+const MAX_BODY_LIMIT: u64 = 100 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// `PORT` on 127.0.0.1.
+    Tcp,
+    /// `BUNTIME_SOCKET`, a unix socket path.
+    Unix,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppManifest {
+    /// argv; `None` for a static app.
+    pub command: Option<Vec<String>>,
+    pub entrypoint: String,
+    /// The manifest's `env`, then the folder's `.env` over it.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Duration,
+    /// 0: one worker per request.
+    pub ttl: Duration,
+    pub idle_timeout: Duration,
+    pub listen: Listen,
+    pub preload: bool,
+    pub max_requests: u64,
+    pub max_body_size: u64,
+    pub instances: usize,
+    pub health_path: String,
+    pub start_timeout: Duration,
+    /// Paths relative to the app (`/x`, not `/app/x`).
+    pub public: RouteGlobs,
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+impl AppManifest {
+    pub fn ephemeral(&self) -> bool {
+        self.ttl.is_zero()
+    }
+}
+
+/// Reads `dir`'s manifest (absent: every default) and `.env`; the error is the detail of
+/// `{"error":"Invalid app manifest: <detail>"}`.
+pub fn load(dir: &Path) -> Result<AppManifest, String> {
+    let file = ["manifest.yaml", "manifest.yml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file());
+    let map = match file {
+        None => Mapping::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            match serde_yaml::from_str::<Value>(&text).map_err(|e| format!("invalid YAML: {e}"))? {
+                Value::Mapping(m) => m,
+                Value::Null => Mapping::new(),
+                _ => return Err("the manifest must be a mapping".into()),
+            }
+        }
+    };
+    let mut manifest = parse(&Settings::new("", map))?;
+    let dotenv = dir.join(".env");
+    if dotenv.is_file() {
+        let text =
+            std::fs::read_to_string(&dotenv).map_err(|e| format!("cannot read .env: {e}"))?;
+        manifest.env.extend(parse_dotenv(&text)?);
+    }
+    Ok(manifest)
+}
+
+fn parse(s: &Settings) -> Result<AppManifest, String> {
+    let mut p = Problems::default();
+    let command = match s.get("command") {
+        None => None,
+        Some(Value::Sequence(items)) if !items.is_empty() => {
+            let argv: Option<Vec<String>> =
+                items.iter().map(|v| v.as_str().map(String::from)).collect();
+            if argv.is_none() {
+                s.problem(&mut p, "command", "must be a list of strings");
+            }
+            argv
+        }
+        Some(_) => {
+            s.problem(
+                &mut p,
+                "command",
+                "must be a non-empty list of strings, e.g. [node, server.js]",
+            );
+            None
+        }
+    };
+    let entrypoint = s
+        .string("entrypoint", &mut p)
+        .unwrap_or_else(|| "index.html".into());
+    if entrypoint.starts_with('/') || entrypoint.split('/').any(|seg| seg == "..") {
+        s.problem(&mut p, "entrypoint", "must be a path inside the app folder");
+    }
+    let mut env = BTreeMap::new();
+    match s.get("env") {
+        None => {}
+        Some(Value::Mapping(m)) => {
+            for (k, v) in m {
+                let (Some(k), Some(v)) = (k.as_str(), scalar(v)) else {
+                    s.problem(&mut p, "env", "must map names to strings");
+                    break;
+                };
+                env.insert(k.to_string(), v);
+            }
+        }
+        Some(_) => s.problem(&mut p, "env", "must be a mapping of names to values"),
+    }
+    let listen = match s.string("listen", &mut p).as_deref() {
+        None | Some("tcp") => Listen::Tcp,
+        Some("unix") => Listen::Unix,
+        Some(_) => {
+            s.problem(&mut p, "listen", "must be tcp or unix");
+            Listen::Tcp
+        }
+    };
+    let max_body_size = s.size("maxBodySize", &mut p).unwrap_or(10 << 20);
+    if max_body_size > MAX_BODY_LIMIT {
+        s.problem(&mut p, "maxBodySize", "must be at most 100mb");
+    }
+    let health_path = s.string("healthPath", &mut p).unwrap_or_else(|| "/".into());
+    if !health_path.starts_with('/') {
+        s.problem(&mut p, "healthPath", "must start with /");
+    }
+    let public = match s.get("publicRoutes") {
+        None => RouteGlobs::default(),
+        Some(v) => serde_json::to_value(v)
+            .map_err(|e| e.to_string())
+            .and_then(|j| RouteGlobs::from_json(&j))
+            .unwrap_or_else(|why| {
+                s.problem(&mut p, "publicRoutes", why);
+                RouteGlobs::default()
+            }),
+    };
+    let rate_limit = match s.get("rateLimit") {
+        None => None,
+        Some(_) => {
+            let requests = s.u64_in("rateLimit.requests", 1, 1_000_000_000, &mut p);
+            let window = s
+                .duration("rateLimit.window", &mut p)
+                .unwrap_or(Duration::from_secs(60));
+            if window < Duration::from_secs(1) {
+                s.problem(&mut p, "rateLimit.window", "must be at least 1s");
+            }
+            requests.map(|requests| RateLimitSpec { requests, window })
+        }
+    };
+    let manifest = AppManifest {
+        command,
+        entrypoint,
+        env,
+        timeout: s
+            .duration("timeout", &mut p)
+            .unwrap_or(Duration::from_secs(30)),
+        ttl: s.duration("ttl", &mut p).unwrap_or(Duration::ZERO),
+        idle_timeout: s
+            .duration("idleTimeout", &mut p)
+            .unwrap_or(Duration::from_secs(60)),
+        listen,
+        preload: s.bool("preload", &mut p).unwrap_or(false),
+        max_requests: s.u64_in("maxRequests", 1, u64::MAX, &mut p).unwrap_or(1000),
+        max_body_size,
+        instances: s.u64_in("instances", 1, 64, &mut p).unwrap_or(1) as usize,
+        health_path,
+        start_timeout: s
+            .duration("startTimeout", &mut p)
+            .unwrap_or(Duration::from_secs(30)),
+        public,
+        rate_limit,
+    };
+    for (key, d) in [
+        ("timeout", manifest.timeout),
+        ("startTimeout", manifest.start_timeout),
+    ] {
+        if d.is_zero() {
+            s.problem(&mut p, key, "must be more than zero");
+        }
+    }
+    if p.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(p
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// `KEY=value` lines; `#` comments, blank lines, `export ` and matching quotes allowed.
+pub fn parse_dotenv(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!(".env line {}: expected KEY=value", i + 1));
+        };
+        let key = key.trim();
+        let key_ok = key
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(format!(
+                ".env line {}: {key:?} is not a variable name",
+                i + 1
+            ));
+        }
+        let v = value.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q)?.strip_suffix(*q))
+            .unwrap_or(v);
+        out.insert(key.to_string(), unquoted.to_string());
+    }
+    Ok(out)
+}
+
+/// The worker's whole environment: the inherited variables, the app's, then the address.
+pub fn worker_env(
+    m: &AppManifest,
+    own: &dyn Fn(&str) -> Option<String>,
+    address: (&str, String),
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = INHERITED
+        .iter()
+        .filter_map(|k| own(k).map(|v| (k.to_string(), v)))
+        .collect();
+    env.extend(m.env.clone());
+    env.insert(address.0.to_string(), address.1);
+    env.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, manifest: &str) {
+        std::fs::write(dir.join("manifest.yaml"), manifest).unwrap();
+    }
+
+    #[test]
+    fn defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let m = load(d.path()).unwrap();
+        assert!(m.command.is_none());
+        assert_eq!(m.entrypoint, "index.html");
+        assert_eq!(m.timeout, Duration::from_secs(30));
+        assert!(m.ephemeral());
+        assert_eq!(m.idle_timeout, Duration::from_secs(60));
+        assert_eq!(m.listen, Listen::Tcp);
+        assert_eq!(
+            (m.max_requests, m.max_body_size, m.instances),
+            (1000, 10 << 20, 1)
+        );
+        assert_eq!(m.health_path, "/");
+        assert_eq!(m.start_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn values_and_syntax() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "command: [node, server.js]\nenv: {A: '1', B: 2}\ntimeout: 500ms\nttl: 5m\nlisten: unix\nmaxBodySize: 1mb\ninstances: 3\npublicRoutes: [/health]\nrateLimit: {requests: 5, window: 1m}\nmenus: [ignored]\n",
+        );
+        std::fs::write(
+            d.path().join(".env"),
+            "# comment\nexport B=\"from env file\"\nC='c'\n\n",
+        )
+        .unwrap();
+        let m = load(d.path()).unwrap();
+        assert_eq!(
+            m.command.as_deref(),
+            Some(&["node".to_string(), "server.js".to_string()][..])
+        );
+        assert_eq!(m.timeout, Duration::from_millis(500));
+        assert_eq!(m.ttl, Duration::from_secs(300));
+        assert_eq!(m.listen, Listen::Unix);
+        assert_eq!(m.max_body_size, 1 << 20);
+        assert_eq!(m.instances, 3);
+        assert_eq!(m.env["A"], "1");
+        assert_eq!(m.env["B"], "from env file", ".env overrides the manifest");
+        assert_eq!(m.env["C"], "c");
+        assert!(m.public.is_match("GET", "/health"));
+        assert_eq!(m.rate_limit.unwrap().requests, 5);
+    }
+
+    #[test]
+    fn every_bad_value_is_in_the_detail() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "command: node server.js\ntimeout: soon\nmaxBodySize: 200mb\ninstances: 0\nlisten: pipe\nhealthPath: health\nentrypoint: ../../etc/passwd\n",
+        );
+        let err = load(d.path()).unwrap_err();
+        for key in [
+            "command",
+            "timeout",
+            "maxBodySize",
+            "instances",
+            "listen",
+            "healthPath",
+            "entrypoint",
+        ] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+        write(d.path(), "[not, a, mapping]");
+        assert!(load(d.path()).unwrap_err().contains("mapping"));
+        write(d.path(), "a: [");
+        assert!(load(d.path()).unwrap_err().contains("invalid YAML"));
+    }
+
+    #[test]
+    fn the_worker_inherits_only_the_listed_variables() {
+        let m = parse(&Settings::new(
+            "",
+            serde_yaml::from_str("env: {APP: yes}").unwrap(),
+        ))
+        .unwrap();
+        let own = |k: &str| match k {
+            "PATH" => Some("/bin".to_string()),
+            "RUNTIME_MASTER_KEY" => Some("secret".to_string()),
+            _ => None,
+        };
+        let env = worker_env(&m, &own, ("PORT", "4000".into()));
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, vec!["APP", "PATH", "PORT"]);
+        assert!(parse_dotenv("1BAD=x").is_err());
+        assert!(parse_dotenv("novalue").is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! `buntime worker static`: the worker that serves a static app (SPEC 8.2), started by the
+//! pool like any command app: it listens on `PORT` (127.0.0.1) or `BUNTIME_SOCKET`.
+
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+pub struct StaticFiles {
+    /// Canonical app folder: nothing outside it is served.
+    root: PathBuf,
+    entry: PathBuf,
+}
+
+impl StaticFiles {
+    pub fn new(dir: &Path, entrypoint: &str) -> std::io::Result<StaticFiles> {
+        let root = dir.canonicalize()?;
+        Ok(StaticFiles {
+            entry: root.join(entrypoint),
+            root,
+        })
+    }
+
+    /// The file for a request path: `Ok(None)` when there is none, `Err(403)` when the path
+    /// leaves the folder.
+    fn file_for(&self, path: &str) -> Result<Option<PathBuf>, StatusCode> {
+        let decoded = percent_decode(path).ok_or(StatusCode::BAD_REQUEST)?;
+        let rel = Path::new(decoded.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        let mut candidate = self.root.join(rel);
+        if candidate.is_dir() {
+            candidate = if candidate == self.root {
+                self.entry.clone()
+            } else {
+                candidate.join("index.html")
+            };
+        }
+        match candidate.canonicalize() {
+            // A symlink may point anywhere: only what resolves inside the folder is served.
+            Ok(real) if real.starts_with(&self.root) => Ok(real.is_file().then_some(real)),
+            Ok(_) => Err(StatusCode::FORBIDDEN),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for StaticFiles {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let head = req.method == Method::HEAD;
+        if req.method != Method::GET && !head {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        }
+        let path = req.uri.path().to_string();
+        let file = match self.file_for(&path) {
+            Ok(Some(f)) => f,
+            // SPA fallback: a path without an extension is a client-side route.
+            Ok(None) if !last_segment(&path).contains('.') => self.entry.clone(),
+            Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
+            Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
+        };
+        match tokio::fs::read(&file).await {
+            Ok(body) => {
+                let len = body.len();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, content_type(&file))
+                    .header(http::header::CONTENT_LENGTH, len)
+                    .body(if head { Vec::new() } else { body })
+                    .unwrap_or_default()
+            }
+            Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("")
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn percent_decode(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = path.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.contains('\0')).then_some(s)
+}
+
+/// Content types by extension.
+pub fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "pdf" => "application/pdf",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Runs the static worker until SIGTERM; the address comes from `PORT` or
+/// `BUNTIME_SOCKET`, as for every worker.
+pub fn serve(dir: &Path, entrypoint: &str) -> Result<(), String> {
+    let app = StaticFiles::new(dir, entrypoint).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let conf = ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = Service::new("static".to_string(), app);
+    match (std::env::var("BUNTIME_SOCKET"), std::env::var("PORT")) {
+        (Ok(sock), _) => service.add_uds(&sock, None),
+        (_, Ok(port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("PORT {port:?} is not a port"))?;
+            service.add_tcp(&format!("127.0.0.1:{port}"));
+        }
+        _ => return Err("set PORT or BUNTIME_SOCKET".into()),
+    }
+    server.add_service(service);
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_folder() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "no").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("index.html"), "<h1>hi</h1>").unwrap();
+        std::fs::create_dir(d.path().join("docs")).unwrap();
+        std::fs::write(d.path().join("docs/index.html"), "docs").unwrap();
+        std::fs::write(d.path().join("app.js"), "js").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.txt"), d.path().join("link.txt"))
+            .unwrap();
+        let s = StaticFiles::new(d.path(), "index.html").unwrap();
+        let root = d.path().canonicalize().unwrap();
+        assert_eq!(s.file_for("/").unwrap(), Some(root.join("index.html")));
+        assert_eq!(s.file_for("/app.js").unwrap(), Some(root.join("app.js")));
+        assert_eq!(
+            s.file_for("/docs/").unwrap(),
+            Some(root.join("docs/index.html"))
+        );
+        assert_eq!(s.file_for("/missing.js").unwrap(), None);
+        assert_eq!(s.file_for("/../secret.txt"), Err(StatusCode::FORBIDDEN));
+        assert_eq!(s.file_for("/%2e%2e/secret.txt"), Err(StatusCode::FORBIDDEN));
+        assert_eq!(
+            s.file_for("/link.txt"),
+            Err(StatusCode::FORBIDDEN),
+            "a symlink out is refused"
+        );
+        assert_eq!(s.file_for("/a%00b"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            content_type(Path::new("x.JS")),
+            "text/javascript; charset=utf-8"
+        );
+    }
+}
