@@ -115,6 +115,8 @@ pub struct Worker {
     last_used: AtomicU64,
     probe_failures: AtomicU32,
     stopping: AtomicBool,
+    /// Past `maxRequests`: it keeps serving until its replacement is ready.
+    retiring: AtomicBool,
     /// Why it was asked to stop; decides whether it is replaced.
     stop_reason: Mutex<&'static str>,
 }
@@ -289,16 +291,15 @@ impl App {
     /// A ready, shared worker, round-robin; never one that is starting or draining.
     fn pick(&self, exclude: Option<&str>) -> Option<Arc<Worker>> {
         let ws = self.workers.load();
-        let ready: Vec<&Arc<Worker>> = ws
-            .iter()
-            .filter(|w| !w.ephemeral && w.state() == State::Ready && Some(w.id.as_str()) != exclude)
-            .collect();
-        if ready.is_empty() {
+        let usable = |w: &&Arc<Worker>| {
+            !w.ephemeral && w.state() == State::Ready && Some(w.id.as_str()) != exclude
+        };
+        let count = ws.iter().filter(usable).count();
+        if count == 0 {
             return None;
         }
-        Some(Arc::clone(
-            ready[self.next.fetch_add(1, Ordering::Relaxed) % ready.len()],
-        ))
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        ws.iter().filter(usable).nth(n).cloned()
     }
 
     fn live_shared(&self) -> usize {
@@ -355,22 +356,26 @@ impl App {
 /// A request's claim on a worker: counted in flight until dropped (with the request).
 pub struct Lease {
     pub worker: Arc<Worker>,
-    tx: mpsc::UnboundedSender<Cmd>,
+    /// Set when the supervisor must hear of the release (a one-request worker, or one at
+    /// `maxRequests`); other releases cost no cross-thread wake-up.
+    tx: Option<mpsc::UnboundedSender<Cmd>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
     fn new(
         worker: Arc<Worker>,
-        tx: mpsc::UnboundedSender<Cmd>,
+        pool: &Pool,
+        max_requests: u64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Lease {
         worker.inflight.fetch_add(1, Ordering::AcqRel);
-        worker.requests.fetch_add(1, Ordering::Relaxed);
+        let served = worker.requests.fetch_add(1, Ordering::Relaxed) + 1;
         worker.last_used.store(now_ms(), Ordering::Relaxed);
+        let tell = worker.ephemeral || served >= max_requests;
         Lease {
             worker,
-            tx,
+            tx: tell.then(|| pool.tx.clone()),
             _permit: permit,
         }
     }
@@ -380,8 +385,9 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.worker.last_used.store(now_ms(), Ordering::Relaxed);
         self.worker.inflight.fetch_sub(1, Ordering::AcqRel);
-        // A one-request worker, or one past maxRequests: the supervisor stops it.
-        let _ = self.tx.send(Cmd::Released(self.worker.clone()));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Cmd::Released(self.worker.clone()));
+        }
     }
 }
 
@@ -503,14 +509,14 @@ impl Pool {
             return self.checkout_ephemeral(app, &m).await;
         }
         if let Some(w) = app.pick(exclude) {
-            return Ok(Lease::new(w, self.tx.clone(), None));
+            return Ok(Lease::new(w, self, m.max_requests, None));
         }
         app.wanted.store(true, Ordering::Release);
         let deadline = tokio::time::Instant::now() + m.start_timeout;
         let mut changes = app.changed.subscribe();
         loop {
             if let Some(w) = app.pick(exclude) {
-                return Ok(Lease::new(w, self.tx.clone(), None));
+                return Ok(Lease::new(w, self, m.max_requests, None));
             }
             if let Some(why) = app.recent_failure() {
                 return Err(down(why, app.in_backoff()));
@@ -568,7 +574,7 @@ impl Pool {
                 ));
             }
         };
-        Ok(Lease::new(worker, self.tx.clone(), Some(permit)))
+        Ok(Lease::new(worker, self, m.max_requests, Some(permit)))
     }
 
     /// Drains and restarts the app's workers (manifest read again); false if unknown.
@@ -640,6 +646,16 @@ impl Pool {
         h.push_back(w.to_json(idle));
         while h.len() > HISTORY {
             h.pop_front();
+        }
+    }
+}
+
+/// A replacement for a recycled worker failed to start: the old one, still serving, may
+/// be recycled again later.
+fn unretire(app: &App, failed: &Worker) {
+    for w in app.workers.load().iter() {
+        if w.slot == failed.slot && w.id != failed.id {
+            w.retiring.store(false, Ordering::Release);
         }
     }
 }
@@ -751,6 +767,19 @@ impl Supervisor {
                     app.crashes_in_row.store(0, Ordering::Release);
                     *app.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     app.notify();
+                    // A recycled worker's replacement is up: now the old one drains.
+                    let retired: Vec<Arc<Worker>> = app
+                        .workers
+                        .load()
+                        .iter()
+                        .filter(|o| {
+                            o.id != w.id && o.slot == w.slot && o.retiring.load(Ordering::Acquire)
+                        })
+                        .cloned()
+                        .collect();
+                    for old in retired {
+                        self.stop(&old, "maxRequests");
+                    }
                 }
             }
             Cmd::Released(w) => {
@@ -761,12 +790,15 @@ impl Supervisor {
                 if w.ephemeral {
                     self.stop(&w, "done");
                 } else if past_max {
-                    self.stop(&w, "maxRequests");
+                    self.recycle(&w);
                 }
             }
             Cmd::Exited(w, status) => self.exited(w, status),
             Cmd::Failed(w, why) => {
                 if let Some(app) = self.app_of(&w) {
+                    if w.state() == State::Starting {
+                        unretire(&app, &w);
+                    }
                     app.fail(why, w.state() == State::Starting);
                 }
                 self.stop(&w, "failed");
@@ -951,6 +983,7 @@ impl Supervisor {
             last_used: AtomicU64::new(now),
             probe_failures: AtomicU32::new(0),
             stopping: AtomicBool::new(false),
+            retiring: AtomicBool::new(false),
             stop_reason: Mutex::new(""),
         });
         app.starts.fetch_add(1, Ordering::Relaxed);
@@ -1011,6 +1044,32 @@ impl Supervisor {
                 tokio::time::sleep(STARTING_PROBE_EVERY).await;
             }
         });
+    }
+
+    /// Replaces a worker past `maxRequests` without a gap: it keeps serving while its
+    /// replacement starts, and drains once that one is ready (`Cmd::Ready`). If the
+    /// replacement cannot start, it serves on and the next request tries again after the
+    /// backoff.
+    fn recycle(&mut self, w: &Arc<Worker>) {
+        let Some(app) = self.app_of(w) else { return };
+        if self.shutting_down
+            || app.in_backoff().is_some()
+            || w.stopping.load(Ordering::Acquire)
+            || w.retiring.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        log::info!(
+            "worker {} reached maxRequests: starting its replacement",
+            w.id
+        );
+        match self.spawn(&app, false, w.slot) {
+            Ok(fresh) => self.await_ready(app, fresh, None),
+            Err(why) => {
+                w.retiring.store(false, Ordering::Release);
+                app.fail(why, true);
+            }
+        }
     }
 
     /// Drains `w` (no new requests), then SIGTERM once idle, SIGKILL after 10 s.
@@ -1089,6 +1148,9 @@ impl Supervisor {
             slots[w.slot] += 1;
         }
         let start_failed = was == State::Starting;
+        if start_failed {
+            unretire(&app, &w);
+        }
         let why = if start_failed {
             format!("the worker exited before it was ready ({status})")
         } else {
@@ -1118,8 +1180,8 @@ impl Supervisor {
                     self.stop(w, "ttl");
                     continue;
                 }
-                if w.requests.load(Ordering::Relaxed) >= m.max_requests && w.inflight() == 0 {
-                    self.stop(w, "maxRequests");
+                if w.requests.load(Ordering::Relaxed) >= m.max_requests {
+                    self.recycle(w);
                     continue;
                 }
                 if probe_now {
