@@ -98,7 +98,8 @@ impl ProxyHttp for Gateway {
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             route: RouteKind::None,
             identity: None,
-            headers_out: HeaderList::default(),
+            // Rate-limit and CORS headers, and a few more.
+            headers_out: HeaderList::with_capacity(8),
             body_limit: DEFAULT_BODY_LIMIT,
             body_seen: 0,
             rule: None,
@@ -149,7 +150,7 @@ impl ProxyHttp for Gateway {
             }
             Some(Next::Plugin(i, rest)) => {
                 let resp = match self.api_request(session, ctx, rest).await? {
-                    Ok(req) => self.shared.plugins.loaded[i].plugin.handle(req).await,
+                    Ok(req) => self.plugin_request(i, req).await,
                     Err(resp) => resp,
                 };
                 self.respond(session, ctx, resp).await?;
@@ -450,6 +451,7 @@ impl Gateway {
             Route::Api(rest) => Next::RuntimeApi(rest),
             Route::WellKnown => Next::Respond(crate::api::well_known(shared.router.api_base())),
             Route::Plugin(i, rest) => Next::Plugin(i, rest),
+            Route::Rule(rule) if rule.keeps_path() => return None,
             Route::Rule(rule) => {
                 let mut uri = rule.upstream_path(path);
                 if let Some(q) = req.uri.query() {
@@ -583,6 +585,21 @@ impl Gateway {
         }
     }
 
+    /// A plugin's admin route, run on the plugins' runtime (see `Shared::admin_runtime`).
+    async fn plugin_request(&self, i: usize, req: ApiRequest) -> ApiResponse {
+        let plugin = self.shared.plugins.loaded[i].plugin.clone();
+        let Some(rt) = self.shared.admin_runtime.get() else {
+            return plugin.handle(req).await;
+        };
+        match rt.spawn(async move { plugin.handle(req).await }).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                log::error!("admin handler failed: {e}");
+                ApiResponse::error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        }
+    }
+
     /// Reads an admin request's body (up to 1 MiB) into an `ApiRequest`.
     async fn api_request(
         &self,
@@ -645,27 +662,28 @@ impl Gateway {
     ) -> Result<()> {
         let peer = peer_ip(session);
         let trusted = self.shared.server.trusted_proxies.contains(peer);
-        let incoming = |name: &str| {
-            session
-                .req_header()
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let xff = match incoming("x-forwarded-for") {
-            Some(prev) if trusted => format!("{prev}, {peer}"),
-            _ => peer.to_string(),
+        let incoming = |name: &str| session.req_header().headers.get(name).filter(|_| trusted);
+        // Formatted once: without a trusted proxy, X-Forwarded-For and X-Real-IP agree.
+        let peer_text = ip_header(peer);
+        let xff = match incoming("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {peer}"))
+                .unwrap_or_else(|_| peer_text.clone()),
+            None => peer_text.clone(),
         };
         up.insert_header("x-forwarded-for", xff)?;
-        up.insert_header("x-real-ip", ctx.client_ip.to_string())?;
+        let real_ip = if ctx.client_ip == peer {
+            peer_text
+        } else {
+            ip_header(ctx.client_ip)
+        };
+        up.insert_header("x-real-ip", real_ip)?;
         let proto = incoming("x-forwarded-proto")
-            .filter(|_| trusted)
-            .unwrap_or_else(|| "http".into());
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("http"));
         up.insert_header("x-forwarded-proto", proto)?;
         let host = incoming("x-forwarded-host")
-            .filter(|_| trusted)
-            .or_else(|| incoming("host"));
+            .or_else(|| session.req_header().headers.get(http::header::HOST))
+            .cloned();
         if let Some(host) = host {
             up.insert_header("x-forwarded-host", host)?;
         }
@@ -682,8 +700,8 @@ impl Gateway {
         }
         if let Some(id) = &ctx.identity {
             up.insert_header("x-identity", id.header.clone())?;
-            if let Ok(sub) = HeaderValue::from_str(&id.sub) {
-                up.insert_header("x-auth-subject", sub)?;
+            if let Some(sub) = &id.subject_header {
+                up.insert_header("x-auth-subject", sub.clone())?;
             }
         }
         Ok(())
@@ -829,6 +847,32 @@ fn request_id(req: &RequestHeader) -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// An address as a header value. Consecutive requests on a thread mostly come from the
+/// same client (keep-alive), so the last one is kept rather than formatted again.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, value)) if *seen == ip => value.clone(),
+        _ => {
+            let value = format_ip(ip);
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
+}
+
+fn format_ip(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let len = 48 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 fn peer_ip(session: &Session) -> IpAddr {

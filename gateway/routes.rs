@@ -152,10 +152,19 @@ pub fn below<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 /// Paths with `.` or `..` segments (also percent-encoded) are refused: upstreams resolve
 /// them differently than our route and public-path matching would.
 pub fn has_dot_segment(path: &str) -> bool {
+    // Runs on every request: no allocation, and most segments are rejected on length.
+    fn is_dot(seg: &[u8]) -> bool {
+        seg == b"." || seg.eq_ignore_ascii_case(b"%2e")
+    }
     path.split('/').any(|seg| {
-        let s = seg.to_ascii_lowercase();
-        let s = s.replace("%2e", ".");
-        s == "." || s == ".."
+        let b = seg.as_bytes();
+        match b.len() {
+            1 | 3 => is_dot(b),
+            2 => b == b"..",
+            4 => is_dot(&b[..1]) && is_dot(&b[1..]) || is_dot(&b[..3]) && is_dot(&b[3..]),
+            6 => is_dot(&b[..3]) && is_dot(&b[3..]),
+            _ => false,
+        }
     })
 }
 
@@ -270,5 +279,11 @@ mod tests {
         assert!(has_dot_segment("/.."));
         assert!(!has_dot_segment("/a/..b/c"));
         assert!(!has_dot_segment("/.well-known/buntime"));
+        for dots in [".%2e", "%2E.", "%2e%2E", "%2e"] {
+            assert!(has_dot_segment(&format!("/a/{dots}/b")), "{dots}");
+        }
+        for fine in ["/a/.x/b", "/a/%2ex/b", "/...", "/a/%2e%2e%2e", "/%2f"] {
+            assert!(!has_dot_segment(fine), "{fine}");
+        }
     }
 }

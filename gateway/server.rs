@@ -168,6 +168,10 @@ struct PluginStarter {
 #[async_trait]
 impl BackgroundService for PluginStarter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = self
+            .shared
+            .admin_runtime
+            .set(tokio::runtime::Handle::current());
         for p in &self.shared.plugins.loaded {
             if let Err(e) = p.plugin.start().await {
                 log::error!("plugin {} failed to start: {e}", p.name);

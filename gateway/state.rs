@@ -32,6 +32,9 @@ pub struct Shared {
     /// `{API}/openapi.json`, rendered once.
     pub openapi: Bytes,
     pub access_log: Option<AccessLog>,
+    /// The runtime plugin tasks run on (set when plugins start). Admin handlers run there
+    /// too: their database calls (SQLite is synchronous) must not stall the proxy threads.
+    pub admin_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -55,6 +58,7 @@ impl Shared {
             crate::telemetry::register(m.metrics(), &plugins.typed, &lifecycle, pool.as_ref());
         }
         Shared {
+            admin_runtime: std::sync::OnceLock::new(),
             pool,
             admin: AdminAccess::new(config.server.master_key.as_deref()),
             router,

@@ -393,6 +393,7 @@ fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
     let header = HeaderValue::from_bytes(body.to_string().as_bytes())
         .unwrap_or(HeaderValue::from_static("{}"));
     Identity {
+        subject_header: HeaderValue::from_str(&sub).ok(),
         sub,
         roles,
         claims: claims.clone(),

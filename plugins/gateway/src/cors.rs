@@ -177,7 +177,12 @@ impl Cors {
     pub fn allowed_origin<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
         let value = headers.get(http::header::ORIGIN)?;
         let text = value.to_str().ok()?;
-        let lowered = text.to_ascii_lowercase();
+        // Browsers send lower-case origins; copy only when one is not.
+        let lowered: std::borrow::Cow<'_, str> = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            text.to_ascii_lowercase().into()
+        } else {
+            text.into()
+        };
         let origin = parse_origin(&lowered)?;
         self.rules
             .iter()

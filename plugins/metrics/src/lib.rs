@@ -17,7 +17,7 @@ use buntime_plugin_sdk::{
 use bytes::Bytes;
 use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 pub use callback::Samples;
@@ -55,7 +55,16 @@ pub struct Metrics {
     upstream: HistogramVec,
     upstream_errors: IntCounterVec,
     rate_limited: IntCounterVec,
-    labels: RouteLabels,
+    routes: RouteLabels<RouteSeries>,
+}
+
+/// A route's label and the handles of its per-route histograms, resolved once.
+struct RouteSeries {
+    label: String,
+    duration: Histogram,
+    /// Made at the route's first upstream exchange: a labelled series appears only after
+    /// its first event.
+    upstream: OnceLock<Histogram>,
 }
 
 impl Metrics {
@@ -113,33 +122,35 @@ impl Metrics {
             upstream,
             upstream_errors,
             rate_limited,
-            labels: RouteLabels::default(),
+            routes: RouteLabels::default(),
         })
     }
 
     /// Records one request (every request: local, preflight, 401/429, upstream failures).
     pub fn record(&self, r: &RequestRecord<'_>) {
-        let route = self.labels.of(r.route);
+        let series = self.routes.of(r.route, &|label| RouteSeries {
+            label: label.to_string(),
+            duration: self.duration.with_label_values(&[label]),
+            upstream: OnceLock::new(),
+        });
+        let route = series.label.as_str();
         let mut status_buf = [0u8; 3];
         let status = status_text(&mut status_buf, r.status);
         self.requests
-            .with_label_values(&[route.as_str(), labels::method(r.method), status])
+            .with_label_values(&[route, labels::method(r.method), status])
             .inc();
-        self.duration
-            .with_label_values(&[route.as_str()])
-            .observe(r.duration.as_secs_f64());
+        series.duration.observe(r.duration.as_secs_f64());
         if let Some(up) = r.upstream {
-            self.upstream
-                .with_label_values(&[route.as_str()])
+            series
+                .upstream
+                .get_or_init(|| self.upstream.with_label_values(&[route]))
                 .observe(up.as_secs_f64());
         }
         if let Some(kind) = r.upstream_error {
-            self.upstream_errors
-                .with_label_values(&[route.as_str(), kind])
-                .inc();
+            self.upstream_errors.with_label_values(&[route, kind]).inc();
         }
         if r.rate_limited {
-            self.rate_limited.with_label_values(&[route.as_str()]).inc();
+            self.rate_limited.with_label_values(&[route]).inc();
         }
     }
 

@@ -328,6 +328,12 @@ impl CompiledRule {
     }
 
     /// The upstream path for a request path: rewrite (if any), then the target's base path.
+    /// The upstream gets the request's own path and query (no rewrite, no base path):
+    /// nothing to build per request.
+    pub fn keeps_path(&self) -> bool {
+        self.rewrite.is_none() && self.target.base_path.is_empty()
+    }
+
     pub fn upstream_path(&self, path: &str) -> String {
         let rewritten = match &self.rewrite {
             Some(t) => match self.regex.captures(path) {

@@ -157,33 +157,26 @@ impl RuleStore {
         Ok(())
     }
 
-    /// Builds the table from the static rules and `st`'s dynamic ones (off the async
-    /// threads: thousands of patterns take a while) and swaps it in whole.
+    /// Builds the table from the static rules and `st`'s dynamic ones (on the rule-builder
+    /// thread: thousands of patterns take a while) and swaps it in whole.
     async fn publish_state(&self, st: &State) {
         let mut rules: Vec<Arc<CompiledRule>> = self.static_rules.load().iter().cloned().collect();
         let mut sorted: Vec<Arc<CompiledRule>> =
             st.rules.values().map(|(r, _)| r.clone()).collect();
         sorted.sort_by(|a, b| (a.rule.order, &a.rule.id).cmp(&(b.rule.order, &b.rule.id)));
         rules.extend(sorted);
-        let built = tokio::task::spawn_blocking(move || RuleTable::build(rules)).await;
-        match built {
-            Ok(Ok(table)) => {
+        match crate::table::build_in_background(self.table.load_full(), rules).await {
+            Ok(table) => {
                 self.table.store(Arc::new(table));
                 self.stats
                     .reloads_ok
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
-                self.stats
-                    .reloads_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::error!("proxy: keeping the previous rule table: {e}");
-            }
             Err(e) => {
                 self.stats
                     .reloads_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log::error!("proxy: building the rule table failed: {e}");
+                log::error!("proxy: keeping the previous rule table: {e}");
             }
         }
     }

@@ -1,48 +1,78 @@
-//! The compiled rule table (SPEC 4.2): one `RegexSet` pass over every enabled rule in
-//! order; the lowest matching index wins. Built off the request path and swapped whole.
+//! The compiled rule table (SPEC 4.2): every enabled rule in order, matched with
+//! `RegexSet` passes over an `ArcSwap` snapshot; the lowest matching index wins. Built off
+//! the request path and swapped whole.
+//!
+//! The rules are cut into chunks of up to `CHUNK` patterns, one `RegexSet` each, matched in
+//! order (up to 1,024 rules: one set, one pass). A rebuild reuses every chunk whose rules
+//! are unchanged, with the lazy-DFA caches it has warmed: a write recompiles, and cools,
+//! only the chunk it touches. With one set for everything, a write to a 5,000-rule table
+//! cost ~130 ms of CPU and each request right after the swap up to ~1.5 ms while the
+//! new automaton warmed up, which doubled the p99 under load (benches/README.md).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use regex::{RegexSet, RegexSetBuilder};
 
 use crate::rule::CompiledRule;
 
-/// Generous limits: thousands of rules make one large automaton.
+/// Patterns per `RegexSet`.
+const CHUNK: usize = 1024;
+/// Generous limits: a chunk of long patterns makes a large automaton.
 const SET_SIZE_LIMIT: usize = 512 << 20;
 const SET_DFA_LIMIT: usize = 64 << 20;
 
+/// Consecutive enabled rules and the set that matches them.
 #[derive(Debug)]
-pub struct RuleTable {
-    /// Enabled rules in match order: static first, then dynamic by `order`.
-    active: Vec<Arc<CompiledRule>>,
+struct Chunk {
+    rules: Vec<Arc<CompiledRule>>,
     set: RegexSet,
-    /// Every rule (disabled ones too), static then dynamic, for the API.
-    all: Vec<Arc<CompiledRule>>,
 }
 
-impl Default for RuleTable {
-    fn default() -> Self {
-        RuleTable {
-            active: Vec::new(),
-            set: RegexSet::empty(),
-            all: Vec::new(),
-        }
+impl Chunk {
+    fn build(rules: Vec<Arc<CompiledRule>>) -> Result<Chunk, String> {
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.rule.pattern.as_str()))
+            .size_limit(SET_SIZE_LIMIT)
+            .dfa_size_limit(SET_DFA_LIMIT)
+            .build()
+            .map_err(|e| format!("cannot combine the rule patterns: {e}"))?;
+        Ok(Chunk { rules, set })
     }
+
+    /// Same rules (the very same compiled ones) in the same order.
+    fn holds(&self, rules: &[Arc<CompiledRule>]) -> bool {
+        self.rules.len() == rules.len()
+            && self.rules.iter().zip(rules).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RuleTable {
+    chunks: Vec<Arc<Chunk>>,
+    active: usize,
+    /// Every rule (disabled ones too), static then dynamic, for the API.
+    all: Vec<Arc<CompiledRule>>,
 }
 
 impl RuleTable {
     /// `rules` in match order (static first, then dynamic sorted by order).
     pub fn build(rules: Vec<Arc<CompiledRule>>) -> Result<RuleTable, String> {
+        RuleTable::default().rebuild(rules)
+    }
+
+    /// A table for `rules` that shares the chunks of `self` that did not change.
+    pub fn rebuild(&self, rules: Vec<Arc<CompiledRule>>) -> Result<RuleTable, String> {
         let active: Vec<Arc<CompiledRule>> =
             rules.iter().filter(|r| r.rule.enabled).cloned().collect();
-        let set = RegexSetBuilder::new(active.iter().map(|r| r.rule.pattern.as_str()))
-            .size_limit(SET_SIZE_LIMIT)
-            .dfa_size_limit(SET_DFA_LIMIT)
-            .build()
-            .map_err(|e| format!("cannot combine the rule patterns: {e}"))?;
+        let chunks = active
+            .chunks(CHUNK)
+            .map(|part| match self.chunks.iter().find(|c| c.holds(part)) {
+                Some(same) => Ok(Arc::clone(same)),
+                None => Chunk::build(part.to_vec()).map(Arc::new),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(RuleTable {
-            active,
-            set,
+            chunks,
+            active: active.len(),
             all: rules,
         })
     }
@@ -50,23 +80,19 @@ impl RuleTable {
     /// The first enabled rule whose pattern matches `path`. A WebSocket upgrade skips
     /// rules with `ws: false`.
     pub fn matching(&self, path: &str, websocket: bool) -> Option<&Arc<CompiledRule>> {
-        if self.active.is_empty() {
-            return None;
+        for chunk in &self.chunks {
+            let hits = chunk.set.matches(path);
+            let found = if websocket {
+                hits.iter().map(|i| &chunk.rules[i]).find(|r| r.rule.ws)
+            } else {
+                // Most requests: the first match in index order is the winner.
+                hits.iter().next().map(|i| &chunk.rules[i])
+            };
+            if found.is_some() {
+                return found;
+            }
         }
-        if !websocket {
-            // Most requests: the first match in index order is the winner.
-            return self
-                .set
-                .matches(path)
-                .iter()
-                .next()
-                .map(|i| &self.active[i]);
-        }
-        self.set
-            .matches(path)
-            .iter()
-            .map(|i| &self.active[i])
-            .find(|r| r.rule.ws)
+        None
     }
 
     pub fn all(&self) -> &[Arc<CompiledRule>] {
@@ -79,7 +105,60 @@ impl RuleTable {
 
     /// Enabled rules.
     pub fn active_len(&self) -> usize {
-        self.active.len()
+        self.active
+    }
+
+    /// How many chunks a rebuild from `self` would reuse: for tests and benches.
+    pub fn shared_chunks(&self, other: &RuleTable) -> usize {
+        self.chunks
+            .iter()
+            .filter(|c| other.chunks.iter().any(|o| Arc::ptr_eq(c, o)))
+            .count()
+    }
+}
+
+/// Rebuilds a table (from `previous`, reusing its unchanged chunks) on the rule-builder
+/// thread: one long-lived thread at the lowest CPU priority, so that compiling patterns
+/// only uses CPU time that proxied requests leave. Writers await the result.
+pub async fn build_in_background(
+    previous: Arc<RuleTable>,
+    rules: Vec<Arc<CompiledRule>>,
+) -> Result<RuleTable, String> {
+    type Job = (
+        Arc<RuleTable>,
+        Vec<Arc<CompiledRule>>,
+        tokio::sync::oneshot::Sender<Result<RuleTable, String>>,
+    );
+    static BUILDER: OnceLock<Option<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let builder = BUILDER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("rule-builder".into())
+            .spawn(move || {
+                lower_priority();
+                for (previous, rules, reply) in rx {
+                    let _ = reply.send(previous.rebuild(rules));
+                }
+            })
+            .map_err(|e| log::warn!("proxy: no rule-builder thread ({e}); building inline"))
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(jobs) = builder else {
+        return previous.rebuild(rules);
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    jobs.send((previous, rules, reply))
+        .map_err(|_| "the rule-builder thread is gone".to_string())?;
+    answer
+        .await
+        .map_err(|_| "the rule-builder thread is gone".to_string())?
+}
+
+/// Nice 19 for the calling thread (on Linux, PRIO_PROCESS with who = 0 is per thread).
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        log::debug!("proxy: cannot lower the rule-builder's priority: {e}");
     }
 }
 
@@ -149,5 +228,58 @@ mod tests {
         let t = RuleTable::build(rules).unwrap();
         assert_eq!(&*t.matching("/svc4321/x", false).unwrap().id, "r4321");
         assert!(t.matching("/nope", false).is_none());
+    }
+
+    fn many(n: usize) -> Vec<Arc<CompiledRule>> {
+        (0..n)
+            .map(|i| {
+                rule(
+                    &format!("r{i}"),
+                    json!({"pattern": format!("^/svc{i}(/.*)?$"), "target": "http://h"}),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn order_holds_across_chunks() {
+        let mut rules = many(2 * CHUNK + 10);
+        // A catch-all in the last chunk, and one shadowed by an earlier chunk's rule.
+        rules.push(rule(
+            "late-all",
+            json!({"pattern": "^/", "target": "http://h"}),
+        ));
+        rules.push(rule(
+            "shadowed",
+            json!({"pattern": "^/svc3/", "target": "http://h"}),
+        ));
+        rules[5] = rule(
+            "http-only",
+            json!({"pattern": "^/svc5$", "target": "http://h", "ws": false}),
+        );
+        let t = RuleTable::build(rules).unwrap();
+        assert_eq!(&*t.matching("/svc3/x", false).unwrap().id, "r3");
+        assert_eq!(&*t.matching("/svc2050", false).unwrap().id, "r2050");
+        assert_eq!(&*t.matching("/elsewhere", false).unwrap().id, "late-all");
+        // A WebSocket skips the first chunk's `ws: false` rule for a later chunk's.
+        assert_eq!(&*t.matching("/svc5", false).unwrap().id, "http-only");
+        assert_eq!(&*t.matching("/svc5", true).unwrap().id, "late-all");
+    }
+
+    #[test]
+    fn a_rebuild_reuses_unchanged_chunks() {
+        let mut rules = many(3 * CHUNK);
+        let t = RuleTable::build(rules.clone()).unwrap();
+        // Change the last rule only: the first two chunks are shared, not recompiled.
+        rules[3 * CHUNK - 1] = rule("new", json!({"pattern": "^/new", "target": "http://h"}));
+        let next = t.rebuild(rules.clone()).unwrap();
+        assert_eq!(next.shared_chunks(&t), 2);
+        assert_eq!(&*next.matching("/new", false).unwrap().id, "new");
+        assert!(
+            next.matching(&format!("/svc{}", 3 * CHUNK - 1), false)
+                .is_none()
+        );
+        // Nothing changed: everything shared.
+        assert_eq!(next.rebuild(rules).unwrap().shared_chunks(&next), 3);
     }
 }

@@ -46,6 +46,8 @@ pub struct Identity {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// `X-Identity`, rendered once when the token was verified.
     pub header: HeaderValue,
+    /// `X-Auth-Subject`; `None` when `sub` is not a valid header value.
+    pub subject_header: Option<HeaderValue>,
 }
 
 impl Identity {
@@ -77,6 +79,13 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
+    /// Room for `n` entries: the gateway adds its usual few without growing.
+    pub fn with_capacity(n: usize) -> HeaderList {
+        HeaderList {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
     pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
         self.entries.push((name, value, false));
     }

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark, on 127.0.0.1 only (see benches/README.md).
+
+Targets, measured in interleaved rounds whose order rotates:
+  a  the upstream directly (nginx, 1 worker, a fixed 20-byte body)
+  b  nginx as a keep-alive reverse proxy to it (1 worker)
+  c  a bare Pingora proxy (benches/load/bare_proxy.rs, upstream_peer only, 1 thread)
+  d  buntime, 1 thread: a proxy rule to the upstream, CORS with an origin list, rate
+     limiting (a limit far above the load) and a JWT check (a valid token is sent)
+  e  buntime serving a static worker app (the same gateway)
+Each round runs wrk at saturation and h2load at a fixed offered rate against each target
+and reads the CPU time the proxy's own processes used from /proc. A last phase runs (d)
+with 5,000 more rules at the fixed rate, with and without the table being rebuilt and
+swapped 4 times a second. Everything started is stopped; runs are bounded by --duration.
+
+Prints a Markdown table and writes it to --out.
+"""
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+BODY = "01234567890123456789"  # 20 bytes
+HOST = "127.0.0.1"
+SECRET = "bench-secret-bench-secret-bench-secret"
+ORIGIN = "https://app.example.com"
+NAMES = {
+    "a": "upstream (nginx, direct)",
+    "b": "nginx reverse proxy",
+    "c": "bare Pingora proxy",
+    "d": "buntime: rule + CORS + rate limit + JWT",
+    "e": "buntime: static worker app",
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def jwt(secret, roles=("user",)):
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "bench", "roles": list(roles), "exp": int(time.time()) + 3600}).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def cpu_seconds(pids):
+    """CPU time of every thread of `pids`, from the scheduler's own clock
+    (/proc/<pid>/task/<tid>/schedstat, in ns). utime/stime in /proc/<pid>/stat are sampled
+    at timer ticks and miss most of a process that runs in short bursts, as a proxy at a
+    fixed rate does."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+    return total / 1e9
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+    except OSError:
+        return []
+
+
+def wait_http(url, headers=None, timeout=30):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - still starting
+            last = e
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer 200 within {timeout}s: {last}")
+
+
+class Procs:
+    """Everything this run started; stopped on exit, whatever happens."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def nginx_conf(tmp, name, server_block):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    {server_block}
+}}
+""")
+    return ["nginx", "-p", d, "-c", conf]
+
+
+def parse_duration_us(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+
+def saturate(url, headers, conns, duration):
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        argv += ["-H", h]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=duration + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = parse_duration_us(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_duration_us(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "requests": total, "p50": p50, "p99": p99, "errors": int(errors.group(1)) if errors else 0}
+
+
+def fixed_rate(url, headers, rate, duration, tmp):
+    clients = 20
+    log = os.path.join(tmp, "h2load.log")
+    if os.path.exists(log):
+        os.remove(log)  # h2load appends to it
+    argv = ["h2load", "--h1", "-c", str(clients), "--rps", str(max(1, rate // clients)), "-D", str(duration), "--log-file", log]
+    for h in headers:
+        argv += ["-H", h]
+    subprocess.run(argv + [url], capture_output=True, text=True, timeout=duration + 30)
+    lat, errors = [], 0
+    with open(log) as f:
+        for line in f:
+            cols = line.split("\t")
+            if len(cols) < 3:
+                continue
+            if cols[1] != "200":
+                errors += 1
+            lat.append(float(cols[2]))
+    lat.sort()
+    if not lat:
+        return {"requests": 0, "p50": float("nan"), "p99": float("nan"), "errors": errors}
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(len(lat) * p))]
+
+    return {"requests": len(lat), "p50": pct(0.50), "p99": pct(0.99), "errors": errors}
+
+
+def measure(kind, target, args, tmp):
+    before = cpu_seconds(target["pids"]())
+    if kind == "sat":
+        r = saturate(target["url"], target["headers"], args.conns, args.duration)
+    else:
+        r = fixed_rate(target["url"], target["headers"], args.rate, args.duration, tmp)
+    used = cpu_seconds(target["pids"]()) - before
+    r["cpu_us"] = used * 1e6 / r["requests"] if r["requests"] else float("nan")
+    return r
+
+
+def start_buntime(procs, args, tmp, name, up_port, extra_rules=0):
+    d = os.path.join(tmp, name)
+    apps = os.path.join(d, "apps", "w")
+    os.makedirs(apps, exist_ok=True)
+    with open(os.path.join(apps, "manifest.yaml"), "w") as f:
+        # Steady-state serving: no recycling (maxRequests) during the runs.
+        f.write("ttl: 1h\npreload: true\nentrypoint: body.txt\nmaxRequests: 1000000000\n")
+    with open(os.path.join(apps, "body.txt"), "w") as f:
+        f.write(BODY)
+    rules = [{"pattern": "^/bench(/.*)?$", "target": f"http://{HOST}:{up_port}"}]
+    rules += [{"pattern": f"^/r{i}/(\\d+)/x$", "target": f"http://{HOST}:{up_port}"} for i in range(extra_rules)]
+    config = os.path.join(d, "buntime.yaml")
+    with open(config, "w") as f:
+        json.dump({"plugins": {"proxy": {"rules": rules}}}, f)  # JSON is YAML
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PORT": str(port),
+        "RUNTIME_THREADS": "1",
+        "RUNTIME_DATA_DIR": os.path.join(d, "data"),
+        "RUNTIME_WORKER_DIRS": os.path.join(d, "apps"),
+        "RUNTIME_PLUGIN_DIRS": os.path.join(d, "plugins"),
+        "RUNTIME_ACCESS_LOG": args.access_log,
+        "RUNTIME_LOG_LEVEL": "warn",
+        "GATEWAY_CORS_ORIGIN": f"https://admin.example.org,{ORIGIN},https://*.example.net",
+        "GATEWAY_RATE_LIMIT_REQUESTS": "1000000000",
+        "GATEWAY_RATE_LIMIT_WINDOW": "1m",
+        "AUTH_JWT_SECRET": SECRET,
+    }
+    log = open(os.path.join(d, "buntime.log"), "w")
+    p = procs.start([args.buntime, "serve", "--config", config], env=env, cwd=d, stdout=log, stderr=log)
+    wait_http(f"http://{HOST}:{port}/api/health/ready")
+    return p, port
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement (default 4)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    ap.add_argument("--conns", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--rate", type=int, default=5000, help="fixed offered load, requests/s (default 5000)")
+    ap.add_argument("--access-log", default="off", choices=["on", "off"], help="buntime's access log (default off)")
+    ap.add_argument("--no-swap", action="store_true", help="skip the 5,000-rule rebuild phase")
+    ap.add_argument("--buntime", default="target/release/buntime")
+    ap.add_argument("--bare", default="target/release/examples/bare-proxy")
+    ap.add_argument("--out", default="benches/load/results.md")
+    args = ap.parse_args()
+    args.buntime, args.bare = os.path.abspath(args.buntime), os.path.abspath(args.bare)
+    for tool in ("nginx", "wrk", "h2load", args.buntime, args.bare):
+        if not shutil.which(tool) and not os.access(tool, os.X_OK):
+            raise SystemExit(f"missing {tool} (see benches/README.md)")
+
+    procs = Procs()
+    tmp = tempfile.mkdtemp(prefix="buntime-load-")
+    try:
+        rows, swap = run(procs, args, tmp)
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(rows, swap, args)
+
+
+def run(procs, args, tmp):
+    up_port, np_port, bare_port = free_port(), free_port(), free_port()
+    up = procs.start(nginx_conf(tmp, "upstream", f"""
+    server {{
+        listen {HOST}:{up_port};
+        location / {{ default_type text/plain; return 200 "{BODY}"; }}
+    }}"""), stderr=subprocess.DEVNULL)
+    nginx_proxy = procs.start(nginx_conf(tmp, "proxy", f"""
+    upstream up {{ server {HOST}:{up_port}; keepalive 64; }}
+    server {{
+        listen {HOST}:{np_port};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""), stderr=subprocess.DEVNULL)
+    bare = procs.start([args.bare, f"{HOST}:{bare_port}", f"{HOST}:{up_port}", "1"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw, gw_port = start_buntime(procs, args, tmp, "buntime", up_port)
+
+    token = jwt(SECRET)
+    headers = [f"Origin: {ORIGIN}", f"Authorization: Bearer {token}"]
+    targets = {
+        "a": {"url": f"http://{HOST}:{up_port}/bench/x", "pids": lambda: [up.pid] + children(up.pid)},
+        "b": {"url": f"http://{HOST}:{np_port}/bench/x", "pids": lambda: [nginx_proxy.pid] + children(nginx_proxy.pid)},
+        "c": {"url": f"http://{HOST}:{bare_port}/bench/x", "pids": lambda: [bare.pid]},
+        "d": {"url": f"http://{HOST}:{gw_port}/bench/x", "pids": lambda: [gw.pid]},
+        "e": {"url": f"http://{HOST}:{gw_port}/w/", "pids": lambda: [gw.pid]},
+    }
+    for key, t in targets.items():
+        t["headers"] = headers
+        wait_http(t["url"], {"Authorization": f"Bearer {token}"})
+        # Warm-up: connections pooled, caches filled.
+        subprocess.run(["wrk", "-t1", "-c8", "-d1s"] + sum((["-H", h] for h in headers), []) + [t["url"]],
+                       capture_output=True, timeout=30)
+
+    rows = {k: {"sat": [], "fixed": []} for k in targets}
+    order = list(targets)
+    for r in range(args.rounds):
+        rotated = order[r % len(order):] + order[:r % len(order)]
+        for key in rotated:
+            rows[key]["sat"].append(measure("sat", targets[key], args, tmp))
+            rows[key]["fixed"].append(measure("fixed", targets[key], args, tmp))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+    swap = None
+    if not args.no_swap:
+        swap = swap_phase(procs, args, tmp, up_port, headers)
+    return rows, swap
+
+
+def swap_phase(procs, args, tmp, up_port, headers):
+    """(d) with 5,000 more rules at the fixed rate: quiet, and while a rule is toggled 4
+    times a second (each toggle rebuilds and swaps the whole table)."""
+    gw, port = start_buntime(procs, args, tmp, "buntime-5k", up_port, extra_rules=5000)
+    base = f"http://{HOST}:{port}"
+    # With JWT on, admin routes want an admin token even from loopback.
+    admin = {"authorization": f"Bearer {jwt(SECRET, ('admin',))}"}
+    req = urllib.request.Request(f"{base}/redirects/api/rules", method="POST",
+                                 data=json.dumps({"pattern": "^/toggled$", "target": f"http://{HOST}:{up_port}"}).encode(),
+                                 headers={"content-type": "application/json", **admin})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        rule_id = json.load(r)["id"]
+    target = {"url": f"{base}/bench/x", "headers": headers, "pids": lambda: [gw.pid]}
+    wait_http(target["url"], {"Authorization": headers[1].split(": ", 1)[1]})
+    quiet, busy, swaps = [], [], [0]
+
+    def toggler(stop):
+        while not stop.is_set():
+            t = urllib.request.Request(f"{base}/redirects/api/rules/{rule_id}/toggle", method="PATCH", headers=admin)
+            with urllib.request.urlopen(t, timeout=10):
+                swaps[0] += 1
+            stop.wait(0.25)
+
+    for _ in range(args.rounds):
+        quiet.append(measure("fixed", target, args, tmp))
+        stop = threading.Event()
+        th = threading.Thread(target=toggler, args=(stop,))
+        th.start()
+        busy.append(measure("fixed", target, args, tmp))
+        stop.set()
+        th.join()
+    return {"quiet": quiet, "busy": busy, "swaps": swaps[0]}
+
+
+def med(runs, field):
+    return statistics.median(r[field] for r in runs)
+
+
+def report(rows, swap, args):
+    lines = [
+        f"Loopback, {os.cpu_count()} CPUs, {args.rounds} interleaved rounds of {args.duration} s, medians. "
+        f"Saturation: wrk, 1 thread, {args.conns} connections. Fixed rate: h2load --h1, 20 clients, "
+        f"{args.rate} req/s offered. CPU: the proxy's own processes (for e, the gateway only; the "
+        f"worker process is not counted). buntime access log: {args.access_log}.",
+        "",
+        "| target | req/s | p50 | p99 | CPU µs/req | req per CPU-s | fixed-rate p50 | fixed-rate p99 | fixed-rate CPU µs/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for key, r in rows.items():
+        sat, fixed = r["sat"], r["fixed"]
+        cpu = med(sat, "cpu_us")
+        summary[key] = {"cpu": cpu, "p99_fixed": med(fixed, "p99"), "rps": med(sat, "rps")}
+        errors = sum(x["errors"] for x in sat + fixed)
+        lines.append(
+            f"| ({key}) {NAMES[key]} | {med(sat, 'rps'):,.0f} | {med(sat, 'p50') / 1e3:.2f} ms | {med(sat, 'p99') / 1e3:.2f} ms "
+            f"| {cpu:.1f} | {1e6 / cpu:,.0f} | {med(fixed, 'p50') / 1e3:.2f} ms | {med(fixed, 'p99') / 1e3:.2f} ms "
+            f"| {med(fixed, 'cpu_us'):.1f} | {errors} |"
+        )
+    d, c, b = summary["d"], summary["c"], summary["b"]
+    lines += [
+        "",
+        "| ratio | value | target |",
+        "|---|---|---|",
+        f"| (d) requests per CPU-second / (c) | {c['cpu'] / d['cpu']:.2f}x | >= 0.90x |",
+        f"| (d) fixed-rate p99 / (c) | {d['p99_fixed'] / c['p99_fixed']:.2f}x | <= 1.20x |",
+        f"| (d) requests per CPU-second / nginx (b) | {b['cpu'] / d['cpu']:.2f}x | stretch >= 0.50x |",
+        f"| (c) requests per CPU-second / nginx (b) | {b['cpu'] / c['cpu']:.2f}x | (bare Pingora, for reference) |",
+        f"| (d) req/s / (c) at saturation | {d['rps'] / c['rps']:.2f}x | |",
+    ]
+    if swap:
+        q, bz = med(swap["quiet"], "p99"), med(swap["busy"], "p99")
+        lines += [
+            f"| (d) with 5,000 more rules, fixed-rate p99 while the table is rebuilt and swapped "
+            f"({swap['swaps']} swaps) / without | {bz / q:.2f}x ({bz / 1e3:.2f} ms / {q / 1e3:.2f} ms) | < 1.10x |",
+        ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(f"<!-- written by benches/load/run.py on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
