@@ -173,6 +173,24 @@ fn admin_routes_are_open_to_loopback_without_credentials() {
 }
 
 #[test]
+fn admin_routes_refuse_a_remote_client_behind_a_trusted_proxy() {
+    // 127.0.0.1 is a trusted proxy: the client is the X-Forwarded-For address.
+    let gw = Gateway::start(Options::default().env("GATEWAY_TRUSTED_PROXIES", "127.0.0.1"));
+    let r = gw.get_with("/api/plugins", &[("x-forwarded-for", "203.0.113.9")]);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"code": "AUTH_REQUIRED", "error": "Unauthorized"})
+    );
+    // A loopback client through the same proxy is still admin.
+    let r = gw.get_with("/api/plugins", &[("x-forwarded-for", "127.0.0.1")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    // Public paths stay open to everyone.
+    let r = gw.get_with("/api/health", &[("x-forwarded-for", "203.0.113.9")]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn installed_plugins_come_from_plugin_dirs_and_sighup_rescans() {
     let gw = Gateway::start(Options::default());
     assert_eq!(gw.get("/api/plugins").json(), json!([]));
