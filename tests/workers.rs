@@ -39,11 +39,13 @@ impl Apps {
         self.temp.path().join("apps").join(name)
     }
 
+    /// Tests here poll `/api/workers`: the rate limiter (not under test) stays out of it.
     fn options(&self) -> Options {
         Options {
             dir: Some(self.temp.path().to_path_buf()),
             ..Options::default()
         }
+        .env("GATEWAY_RATE_LIMIT_REQUESTS", "100000")
     }
 }
 
@@ -498,6 +500,63 @@ fn restart_replaces_the_workers() {
         listed
             .iter()
             .any(|w| w["state"] == "stopped" && w["restarts"] == 0)
+    );
+}
+
+#[test]
+fn a_worker_ignoring_sigterm_is_killed_after_the_grace() {
+    let apps = Apps::new(&[("stubborn", "ttl: 5m\nenv: {IGNORE_TERM: '1'}")]);
+    let gw = Gateway::start(apps.options());
+    let pid = pid_of(&gw.get("/stubborn/"));
+    let r = gw.send("POST", &gw.api("/workers/stubborn/restart"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    // SIGTERM is ignored: it is still there a few seconds on, then SIGKILL (10 s) ends it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive(pid), "stopped before the grace ran out");
+    assert!(gone_within(pid, 15), "not killed after the grace");
+    assert!(gw.logs().contains("ignored SIGTERM"), "{}", gw.logs());
+}
+
+#[test]
+fn failing_health_probes_replace_a_worker() {
+    let apps = Apps::new(&[]);
+    let sick = apps.temp.path().join("sick");
+    apps.add(
+        "probed",
+        &format!(
+            "ttl: 5m\nhealthPath: /health\nenv: {{SICK_FILE: '{}'}}",
+            sick.display()
+        ),
+    );
+    let gw = Gateway::start(apps.options());
+    let first = pid_of(&gw.get("/probed/"));
+    // Probes run every 10 s; three failures in a row replace the worker.
+    write(&sick, "");
+    let replaced = eventually(Duration::from_secs(60), || {
+        of_app(&gw, "probed")
+            .iter()
+            .any(|w| w["state"] == "stopped" && w["pid"].is_null())
+            .then_some(())
+    });
+    assert!(
+        replaced.is_some(),
+        "{:?}\n{}",
+        of_app(&gw, "probed"),
+        gw.logs()
+    );
+    assert!(gone_within(first, 15));
+    // Healthy again: the replacement comes up and serves.
+    std::fs::remove_file(&sick).unwrap();
+    let next = eventually(Duration::from_secs(30), || {
+        let r = gw.get("/probed/");
+        (r.status == 200).then(|| pid_of(&r))
+    })
+    .expect("a replacement serves");
+    assert_ne!(next, first);
+    assert!(
+        gw.logs().contains("failed 3 health probes"),
+        "{}",
+        gw.logs()
     );
 }
 
