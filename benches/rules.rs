@@ -1,4 +1,4 @@
-//! Rule matching cost (SPEC 4.2: RegexSet passes over an ArcSwap snapshot, one per 1,024
+//! Rule matching cost (SPEC 4.2: pattern-set passes over an ArcSwap snapshot, one per 512
 //! rules) for 10, 1,000 and 10,000 rules, and the cost of rebuilding and swapping a
 //! 5,000-rule table: from scratch, and after one rule changed (unchanged chunks reused).
 //! Run: `cargo bench --bench rules`.

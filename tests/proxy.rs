@@ -769,7 +769,8 @@ crate::on_both!(restart_keeps_the_rules);
 #[test]
 fn hundreds_of_rules_all_load() {
     let gw = Gateway::start(Options::default().ready());
-    let sets: Vec<Value> = (0..250)
+    // More than one chunk of the table (512 rules a set): matched in order across them.
+    let sets: Vec<Value> = (0..600)
         .map(|i| json!({"type": "set", "key": ["proxy", "rules", format!("bulk{i}")], "value": {"pattern": format!("^/bulk{i}$"), "target": "http://127.0.0.1:9", "order": i}}))
         .collect();
     let r = gw.json(
@@ -785,16 +786,41 @@ fn hundreds_of_rules_all_load() {
     let mut opts = Options::default().ready();
     opts.dir = Some(gw.dir.clone());
     let again = Gateway::start(opts);
-    assert_eq!(rules(&again).as_array().unwrap().len(), 250);
-    let t = again
-        .json(
-            "POST",
-            &format!("{RULES}/test"),
-            &[],
-            &json!({"method": "GET", "path": "/bulk249"}),
-        )
-        .json();
-    assert_eq!(t["rule"]["id"], "bulk249");
+    assert_eq!(rules(&again).as_array().unwrap().len(), 600);
+    for id in ["bulk0", "bulk511", "bulk512", "bulk599"] {
+        let t = again
+            .json(
+                "POST",
+                &format!("{RULES}/test"),
+                &[],
+                &json!({"method": "GET", "path": format!("/{id}")}),
+            )
+            .json();
+        assert_eq!(t["rule"]["id"], id);
+    }
+}
+
+/// Patterns are compiled on one thread at the idle CPU priority (`SCHED_IDLE`), so that a
+/// rule write never takes CPU time from requests.
+#[test]
+fn rules_compile_on_an_idle_priority_thread() {
+    const SCHED_IDLE: &str = "5";
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/x", "target": "http://127.0.0.1:9"}),
+    );
+    let tasks = format!("/proc/{}/task", gw.pid());
+    let builder = std::fs::read_dir(&tasks)
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).unwrap().trim() == "rule-builder")
+        .expect("a rule-builder thread");
+    let stat = std::fs::read_to_string(builder.join("stat")).unwrap();
+    // Fields after the command name (which ends with the last ')') start at field 3;
+    // the scheduling policy is field 41.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(fields[41 - 3], SCHED_IDLE, "{stat}");
 }
 
 #[test]

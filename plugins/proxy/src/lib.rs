@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod patterns;
 pub mod resolve;
 pub mod rewrite;
 pub mod rule;
