@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use buntime_plugin_sdk::net::X_FORWARDED_FOR;
 use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
 use buntime_proxy::CompiledRule;
 use buntime_workers::{Address, App, AppManifest, Lease, Unavailable};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -34,6 +35,9 @@ const KEEPALIVE_IDLE_SECS: u64 = 60;
 const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
 const MAX_REQUEST_ID: usize = 200;
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub struct Gateway {
     pub shared: Arc<Shared>,
@@ -128,7 +132,7 @@ impl ProxyHttp for Gateway {
             .shared
             .server
             .trusted_proxies
-            .client_ip(peer, req.headers.get("x-forwarded-for"));
+            .client_ip(peer, &req.headers);
         Ok(())
     }
 
@@ -662,10 +666,16 @@ impl Gateway {
     ) -> Result<()> {
         let peer = peer_ip(session);
         let trusted = self.shared.server.trusted_proxies.contains(peer);
-        let incoming = |name: &str| session.req_header().headers.get(name).filter(|_| trusted);
+        // Incoming forwarding headers count only from a trusted proxy (names prebuilt:
+        // looking up a `&str` parses it on every request).
+        let incoming = |name: &HeaderName| {
+            trusted
+                .then(|| session.req_header().headers.get(name))
+                .flatten()
+        };
         // Formatted once: without a trusted proxy, X-Forwarded-For and X-Real-IP agree.
         let peer_text = ip_header(peer);
-        let xff = match incoming("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match incoming(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) => HeaderValue::from_str(&format!("{prev}, {peer}"))
                 .unwrap_or_else(|_| peer_text.clone()),
             None => peer_text.clone(),
@@ -677,11 +687,11 @@ impl Gateway {
             ip_header(ctx.client_ip)
         };
         up.insert_header("x-real-ip", real_ip)?;
-        let proto = incoming("x-forwarded-proto")
+        let proto = incoming(&X_FORWARDED_PROTO)
             .cloned()
             .unwrap_or(HeaderValue::from_static("http"));
         up.insert_header("x-forwarded-proto", proto)?;
-        let host = incoming("x-forwarded-host")
+        let host = incoming(&X_FORWARDED_HOST)
             .or_else(|| session.req_header().headers.get(http::header::HOST))
             .cloned();
         if let Some(host) = host {
@@ -838,7 +848,7 @@ fn is_websocket(req: &RequestHeader) -> bool {
 
 /// Keeps a sane incoming `x-request-id`, else makes a UUID v4.
 fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = req.headers.get("x-request-id") {
+    if let Some(v) = req.headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
             return v.clone();

@@ -525,6 +525,41 @@ fn proxying_to_an_http_upstream() {
     assert_eq!(gw.get("/not-a-rule").status, 404);
 }
 
+/// X-Forwarded-* from a trusted proxy are kept (X-Forwarded-For extended); from anyone
+/// else they are replaced.
+#[test]
+fn forwarding_headers_follow_trust() {
+    let up = Upstream::http();
+    let sent = [
+        ("x-forwarded-for", "203.0.113.5"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example"),
+    ];
+    let rule = json!({"pattern": "^/svc", "target": up.url()});
+
+    let behind = Gateway::start(
+        Options::default()
+            .env("GATEWAY_TRUSTED_PROXIES", "127.0.0.1")
+            .ready(),
+    );
+    created(&behind, rule.clone());
+    assert_eq!(behind.get_with("/svc", &sent).status, 200);
+    let h = up.last().headers;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.5, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.5");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "public.example");
+
+    let direct = Gateway::start(Options::default().ready());
+    created(&direct, rule);
+    assert_eq!(direct.get_with("/svc", &sent).status, 200);
+    let h = up.last().headers;
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", direct.port));
+}
+
 #[test]
 fn upstream_failures_are_json() {
     let up = Upstream::http();

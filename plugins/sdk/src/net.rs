@@ -3,8 +3,11 @@
 
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+
+/// Prebuilt, so that looking it up does not parse the name on every request.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -33,13 +36,15 @@ impl TrustedProxies {
         self.0.is_empty()
     }
 
-    /// The client address for a request from `peer` carrying `forwarded_for`.
-    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&HeaderValue>) -> IpAddr {
+    /// The client address for a request from `peer` with `headers`. `X-Forwarded-For` is
+    /// only looked at when `peer` is trusted.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
         if self.0.is_empty() || !self.contains(peer) {
             return peer;
         }
-        forwarded_for
+        headers
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|first| first.trim().parse::<IpAddr>().ok())
@@ -68,25 +73,31 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn forwarded(value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, http::HeaderValue::from_static(value));
+        h
+    }
+
     #[test]
     fn untrusted_peer_is_the_client() {
         let t = TrustedProxies::default();
-        let xff = HeaderValue::from_static("9.9.9.9");
-        assert_eq!(t.client_ip(ip("10.0.0.1"), Some(&xff)), ip("10.0.0.1"));
+        let xff = forwarded("9.9.9.9");
+        assert_eq!(t.client_ip(ip("10.0.0.1"), &xff), ip("10.0.0.1"));
     }
 
     #[test]
     fn trusted_peer_yields_first_forwarded_entry() {
         let t = TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap();
-        let xff = HeaderValue::from_static(" 203.0.113.7 , 10.0.0.2");
-        assert_eq!(t.client_ip(ip("10.1.2.3"), Some(&xff)), ip("203.0.113.7"));
+        let xff = forwarded(" 203.0.113.7 , 10.0.0.2");
+        assert_eq!(t.client_ip(ip("10.1.2.3"), &xff), ip("203.0.113.7"));
+        assert_eq!(t.client_ip(ip("::ffff:127.0.0.1"), &xff), ip("203.0.113.7"));
+        let junk = forwarded("not-an-ip");
+        assert_eq!(t.client_ip(ip("127.0.0.1"), &junk), ip("127.0.0.1"));
         assert_eq!(
-            t.client_ip(ip("::ffff:127.0.0.1"), Some(&xff)),
-            ip("203.0.113.7")
+            t.client_ip(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
         );
-        let junk = HeaderValue::from_static("not-an-ip");
-        assert_eq!(t.client_ip(ip("127.0.0.1"), Some(&junk)), ip("127.0.0.1"));
-        assert_eq!(t.client_ip(ip("127.0.0.1"), None), ip("127.0.0.1"));
     }
 
     #[test]
