@@ -147,7 +147,9 @@ pub async fn build_in_background(
 
 /// `SCHED_IDLE` for the calling thread: it runs on CPU time nothing else wants, and a
 /// proxy thread that wakes up takes its CPU at once. With nice 19 alone, a rebuild on one
-/// core still raised the p99 of requests served on the other (benches/README.md).
+/// core still raised the p99 of requests served on the other (benches/README.md). On a
+/// machine with no idle CPU a write waits longer for its table, but it still completes:
+/// the scheduler gives idle threads a small share.
 fn lower_priority() {
     use thread_priority::{
         NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
