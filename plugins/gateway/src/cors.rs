@@ -183,6 +183,15 @@ impl Cors {
         } else {
             text.into()
         };
+        // Exact rules first, by string: each was validated when configured, so an equal
+        // origin is valid too and need not be parsed (most lists are exact origins).
+        if self
+            .rules
+            .iter()
+            .any(|r| matches!(r, OriginRule::Exact(o) if *o == *lowered))
+        {
+            return Some(value);
+        }
         let origin = parse_origin(&lowered)?;
         self.rules
             .iter()
