@@ -11,7 +11,8 @@ Targets, measured in interleaved rounds whose order rotates:
 Each round runs wrk at saturation and h2load at a fixed offered rate against each target
 and reads the CPU time the proxy's own processes used from /proc. A last phase runs (d)
 with 5,000 more rules at the fixed rate, in alternating 1-second windows with and without
-the table being rebuilt and swapped 4 times a second. Everything started is stopped; runs are bounded by --duration.
+the table being rebuilt and swapped 4 times a second. Everything started is stopped;
+runs are bounded by --duration.
 
 Prints a Markdown table and writes it to --out.
 """
@@ -427,7 +428,8 @@ def report(rows, swap, args):
         q, bz = swap["quiet"]["p99"], swap["busy"]["p99"]
         lines += [
             f"| (d) with 5,000 more rules, fixed-rate p99 in the 1-s windows where the table is rebuilt and "
-            f"swapped ({swap['swaps']} swaps) / in the windows between | {bz / q:.2f}x ({bz / 1e3:.2f} ms / {q / 1e3:.2f} ms) "
+            f"swapped ({swap['swaps']} swaps, {swap['quiet']['errors'] + swap['busy']['errors']} errors) / in the windows "
+            f"between | {bz / q:.2f}x ({bz / 1e3:.2f} ms / {q / 1e3:.2f} ms) "
             f"| < 1.10x |",
         ]
     text = "\n".join(lines) + "\n"
