@@ -466,7 +466,7 @@ impl Gateway {
                 return None;
             }
             Route::Shell(_) | Route::App(..) => return None,
-            Route::Metrics => Next::Respond(self.metrics_response(req)),
+            Route::Metrics => Next::Respond(metrics_answer(shared, &req.headers)),
             Route::NotFound => Next::Respond(ApiResponse::not_found()),
         })
     }
@@ -503,11 +503,6 @@ impl Gateway {
         }
     }
 
-    /// `GET /metrics`: open unless `METRICS_TOKEN` is set, then only with it as a Bearer.
-    fn metrics_response(&self, req: &RequestHeader) -> ApiResponse {
-        metrics_answer(&self.shared, &req.headers)
-    }
-
     fn check_admin(&self, req: &RequestHeader, ctx: &Ctx) -> Result<(), Denied> {
         let admin = &self.shared.admin;
         match &self.shared.plugins.typed.auth {
@@ -541,15 +536,11 @@ impl Gateway {
                 .rule
                 .as_ref()
                 .is_some_and(|r| r.public.is_match(method, path))
-            || ctx.app.as_ref().is_some_and(|a| {
-                // An app's publicRoutes are relative to the app.
-                let rel = match path.strip_prefix(a.base.as_str()) {
-                    Some("") => "/",
-                    Some(rest) if rest.starts_with('/') => rest,
-                    _ => path,
-                };
-                a.manifest.public.is_match(method, rel)
-            });
+            // An app's publicRoutes are relative to the app.
+            || ctx
+                .app
+                .as_ref()
+                .is_some_and(|a| a.manifest.public.is_match(method, app_path(&a.base, path)));
         if !protected || public {
             return None;
         }
@@ -720,7 +711,8 @@ impl Gateway {
 
 // === metrics ===
 
-/// The `/metrics` answer (main listener and `METRICS_PORT`).
+/// The `/metrics` answer (main listener and `METRICS_PORT`): open unless `METRICS_TOKEN`
+/// is set, then only with it as a Bearer.
 pub fn metrics_answer(shared: &Shared, headers: &http::HeaderMap) -> ApiResponse {
     let Some(metrics) = &shared.plugins.typed.metrics else {
         return ApiResponse::not_found();

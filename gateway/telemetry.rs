@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 
 use buntime_auth_token::Reason;
 use buntime_metrics::{Metrics, Samples};
-use buntime_plugin_sdk::stats::OpStats;
 use serde_json::json;
 
 use buntime_workers::Pool;
@@ -148,7 +147,7 @@ pub fn register(m: &Metrics, typed: &Typed, lifecycle: &Arc<Lifecycle>, pool: Op
             ("database_queries", "database_query"),
             "database queries",
             "target",
-            move || stats_of(&db.stats),
+            move || db.stats.snapshot(),
         );
     }
     if let Some(kv) = &typed.keyval {
@@ -158,7 +157,7 @@ pub fn register(m: &Metrics, typed: &Typed, lifecycle: &Arc<Lifecycle>, pool: Op
             ("keyval_operations", "keyval_operation"),
             "keyval operations",
             "op",
-            move || stats_of(&kv),
+            move || kv.snapshot(),
         );
     }
 }
@@ -203,10 +202,6 @@ fn register_pool(m: &Metrics, pool: &Arc<Pool>) {
             }))
         });
     }
-}
-
-fn stats_of(s: &OpStats) -> Vec<(&'static str, bool, u64, f64)> {
-    s.snapshot()
 }
 
 /// `/metrics/api/stats`: the gateway's and the pool's numbers.
