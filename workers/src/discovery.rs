@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use semver::{Version, VersionReq};
 
 /// New folders are seen within this long.
@@ -32,7 +33,15 @@ pub struct Discovery {
     dirs: Vec<PathBuf>,
     /// First path segments that never name an app (the runtime API's).
     reserved: Vec<String>,
-    cache: Mutex<HashMap<String, (Instant, Option<Located>)>>,
+    /// Every app folder, read again at most once a `CACHE_FOR`. The request path only
+    /// looks names up in it: no lock, and no directory read per unknown segment.
+    index: ArcSwap<Index>,
+}
+
+/// Every app in the worker dirs: name -> versions (earlier dirs win for one version).
+struct Index {
+    at: Instant,
+    apps: HashMap<String, Vec<(String, PathBuf)>>,
 }
 
 pub fn has_manifest(dir: &Path) -> bool {
@@ -46,125 +55,101 @@ fn version_name(v: &str) -> bool {
 
 impl Discovery {
     pub fn new(dirs: Vec<PathBuf>, reserved: Vec<String>) -> Discovery {
+        let index = ArcSwap::from_pointee(scan(&dirs));
         Discovery {
             dirs,
             reserved,
-            cache: Mutex::new(HashMap::new()),
+            index,
         }
     }
 
-    /// The app a first path segment names, if any (cached for about a second).
+    /// The app a first path segment names, if any (folders as of at most a second ago).
     pub fn resolve(&self, segment: &str) -> Option<Located> {
-        if let Some((at, hit)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(segment)
-            && at.elapsed() < CACHE_FOR
-        {
-            return hit.clone();
-        }
-        let found = self.lookup(segment);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(segment.to_string(), (Instant::now(), found.clone()));
-        found
-    }
-
-    fn lookup(&self, segment: &str) -> Option<Located> {
         let (name, range) = match segment.split_once('@') {
             Some((n, r)) => (n, Some(r)),
             None => (segment, None),
         };
-        if name.is_empty()
-            || name.starts_with('.')
-            || self.reserved.iter().any(|r| r == name)
-            || !valid_name(name)
-        {
+        if self.reserved.iter().any(|r| r == name) {
             return None;
         }
-        pick(&self.versions(name), range)
+        pick(self.index().apps.get(name)?, range)
     }
 
-    /// Every version of `name`, earlier dirs winning for the same version.
-    fn versions(&self, name: &str) -> Vec<(String, PathBuf)> {
-        let mut out: Vec<(String, PathBuf)> = Vec::new();
-        let mut add = |v: String, p: PathBuf| {
-            if !out.iter().any(|(seen, _)| *seen == v) {
-                out.push((v, p));
-            }
-        };
-        for dir in &self.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let Ok(file) = e.file_name().into_string() else {
-                    continue;
-                };
-                let path = e.path();
-                if !path.is_dir() {
-                    continue;
-                }
-                if let Some(v) = file.strip_prefix(&format!("{name}@"))
-                    && version_name(v)
-                {
-                    add(v.to_string(), path);
-                } else if file == name {
-                    if has_manifest(&path) {
-                        add("latest".to_string(), path.clone());
-                    }
-                    for sub in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                        let Ok(v) = sub.file_name().into_string() else {
-                            continue;
-                        };
-                        if sub.path().is_dir() && version_name(&v) {
-                            add(v, sub.path());
-                        }
-                    }
-                }
-            }
+    /// The index, read again when it is older than `CACHE_FOR` (by whichever caller
+    /// notices first: one directory scan a second at most, whatever the traffic).
+    fn index(&self) -> Arc<Index> {
+        let current = self.index.load_full();
+        if current.at.elapsed() < CACHE_FOR {
+            return current;
         }
-        out
+        let fresh = Arc::new(scan(&self.dirs));
+        self.index.store(fresh.clone());
+        fresh
     }
 
     /// Every app in every worker dir, for `GET /api/apps`.
     pub fn list(&self) -> Vec<Listed> {
-        let mut names: Vec<String> = Vec::new();
-        for dir in &self.dirs {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let Ok(file) = e.file_name().into_string() else {
-                    continue;
-                };
-                let name = file.split('@').next().unwrap_or("").to_string();
-                if e.path().is_dir()
-                    && valid_name(&name)
-                    && !name.starts_with('.')
-                    && !names.contains(&name)
-                {
-                    names.push(name);
-                }
-            }
-        }
+        let index = self.index();
+        let mut names: Vec<&String> = index.apps.keys().collect();
         names.sort();
         names
             .into_iter()
             .filter_map(|name| {
-                let mut versions = self.versions(&name);
-                if versions.is_empty() {
-                    return None;
-                }
+                let mut versions = index.apps[name].clone();
                 let chosen = pick(&versions, None)?;
                 versions.sort_by(|a, b| order(&b.0, &a.0));
                 Some(Listed {
                     path: chosen.dir.display().to_string(),
                     versions: versions.into_iter().map(|(v, _)| v).collect(),
-                    name,
+                    name: name.clone(),
                 })
             })
             .collect()
+    }
+}
+
+/// Reads the worker dirs: `<name>@<v>/`, `<name>/<v>/`, and `<name>/` itself as `latest`
+/// when it holds a manifest. Hidden and invalid names are skipped.
+fn scan(dirs: &[PathBuf]) -> Index {
+    let mut apps: HashMap<String, Vec<(String, PathBuf)>> = HashMap::new();
+    let mut add = |name: &str, v: String, p: PathBuf| {
+        let versions = apps.entry(name.to_string()).or_default();
+        if !versions.iter().any(|(seen, _)| *seen == v) {
+            versions.push((v, p));
+        }
+    };
+    for dir in dirs {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(file) = e.file_name().into_string() else {
+                continue;
+            };
+            let path = e.path();
+            let name = file.split('@').next().unwrap_or("");
+            if !path.is_dir() || name.starts_with('.') || !valid_name(name) {
+                continue;
+            }
+            if let Some((_, v)) = file.split_once('@') {
+                if version_name(v) {
+                    add(name, v.to_string(), path);
+                }
+                continue;
+            }
+            if has_manifest(&path) {
+                add(name, "latest".to_string(), path.clone());
+            }
+            for sub in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                let Ok(v) = sub.file_name().into_string() else {
+                    continue;
+                };
+                if sub.path().is_dir() && version_name(&v) {
+                    add(name, v, sub.path());
+                }
+            }
+        }
+    }
+    Index {
+        at: Instant::now(),
+        apps,
     }
 }
 
