@@ -76,7 +76,7 @@ impl Discovery {
     }
 
     /// The index, read again when it is older than `CACHE_FOR` (by whichever caller
-    /// notices first: one directory scan a second at most, whatever the traffic).
+    /// notices first: about one directory scan a second, whatever the traffic).
     fn index(&self) -> Arc<Index> {
         let current = self.index.load_full();
         if current.at.elapsed() < CACHE_FOR {
