@@ -1,7 +1,7 @@
 //! `buntime`: the gateway binary.
-#![forbid(unsafe_code)]
 
 mod access;
+mod allocator;
 mod api;
 mod config;
 mod lifecycle;
@@ -20,10 +20,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Sources};
 
-// The request path allocates a few dozen small objects per request (most inside Pingora
-// and `http`); mimalloc serves them at a fraction of glibc's cost (benches/README.md).
+// The request path allocates about a hundred small objects per request (most inside
+// Pingora and `http`); mimalloc serves them at a fraction of glibc's cost (benches/README.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 #[derive(Debug, Parser)]
 #[command(
