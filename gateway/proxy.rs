@@ -434,21 +434,18 @@ impl Gateway {
             return Some(Next::Respond(resp));
         }
 
-        for p in &shared.plugins.loaded {
-            let info = self.info(req, ctx);
-            let mut out = HeaderList::default();
-            let answer = p.plugin.on_request(&info, &mut out);
-            for (n, v, append) in out.iter() {
-                if append {
-                    ctx.headers_out.append(n.clone(), v.clone());
-                } else {
-                    ctx.headers_out.set(n.clone(), v.clone());
-                }
-            }
-            if let Some(resp) = answer {
-                ctx.rate_limited = resp.status == StatusCode::TOO_MANY_REQUESTS;
-                return Some(Next::Respond(resp));
-            }
+        // Plugins add their response headers straight to the request's list (moved out
+        // while `info` borrows the context), headers of a plugin that answers included.
+        let mut out = std::mem::take(&mut ctx.headers_out);
+        let answer = shared
+            .plugins
+            .loaded
+            .iter()
+            .find_map(|p| p.plugin.on_request(&self.info(req, ctx), &mut out));
+        ctx.headers_out = out;
+        if let Some(resp) = answer {
+            ctx.rate_limited = resp.status == StatusCode::TOO_MANY_REQUESTS;
+            return Some(Next::Respond(resp));
         }
 
         Some(match route {

@@ -152,9 +152,13 @@ pub fn below<'a>(path: &'a str, base: &str) -> Option<&'a str> {
 /// Paths with `.` or `..` segments (also percent-encoded) are refused: upstreams resolve
 /// them differently than our route and public-path matching would.
 pub fn has_dot_segment(path: &str) -> bool {
-    // Runs on every request: no allocation, and most segments are rejected on length.
     fn is_dot(seg: &[u8]) -> bool {
         seg == b"." || seg.eq_ignore_ascii_case(b"%2e")
+    }
+    // Runs on every request: most paths have neither `.` nor `%` and pass on one scan;
+    // no allocation, and most segments are rejected on length.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
     }
     path.split('/').any(|seg| {
         let b = seg.as_bytes();
