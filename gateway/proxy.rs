@@ -264,7 +264,7 @@ impl ProxyHttp for Gateway {
         }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
-        apply_headers(upstream_response, &extra)?;
+        apply_headers(upstream_response, extra)?;
         upstream_response.insert_header("x-request-id", ctx.request_id.clone())?;
         Ok(())
     }
@@ -627,7 +627,7 @@ impl Gateway {
         for (name, value) in resp.headers {
             h.insert_header(name, value)?;
         }
-        apply_headers(&mut h, &extra)?;
+        apply_headers(&mut h, extra)?;
         h.insert_header("x-request-id", ctx.request_id.clone())?;
         let bodiless = matches!(resp.status.as_u16(), 204 | 304);
         if !bodiless {
@@ -915,12 +915,12 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Option<Bytes>> {
     Ok(Some(buf.freeze()))
 }
 
-fn apply_headers(h: &mut ResponseHeader, list: &HeaderList) -> Result<()> {
-    for (name, value, append) in list.iter() {
+fn apply_headers(h: &mut ResponseHeader, list: HeaderList) -> Result<()> {
+    for (name, value, append) in list {
         if append {
-            h.append_header(name.clone(), value.clone())?;
+            h.append_header(name, value)?;
         } else {
-            h.insert_header(name.clone(), value.clone())?;
+            h.insert_header(name, value)?;
         }
     }
     Ok(())

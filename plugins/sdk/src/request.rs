@@ -116,3 +116,14 @@ impl HeaderList {
             .map(|(_, v, _)| v)
     }
 }
+
+/// `(name, value, append)` in the order they were added, moved out: a cloned value that
+/// was made at run time (a `RateLimit-*` count) would allocate.
+impl IntoIterator for HeaderList {
+    type Item = (HeaderName, HeaderValue, bool);
+    type IntoIter = std::vec::IntoIter<(HeaderName, HeaderValue, bool)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
