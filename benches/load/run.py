@@ -47,6 +47,14 @@ NAMES = {
 }
 
 
+def cpus():
+    """(the proxies' CPU, the CPU of everything else): the proxy under test gets a core to
+    itself, while the upstream, the load generators and this script share the other, so
+    the scheduler cannot place a proxy next to wrk in one round and apart in the next.
+    (None, None) on a single CPU."""
+    return (1, 0) if (os.cpu_count() or 1) >= 2 else (None, None)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -112,8 +120,10 @@ class Procs:
     def __init__(self):
         self.procs = []
 
-    def start(self, argv, **kw):
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+    def start(self, argv, cpu=None, **kw):
+        """`cpu`: run the process (and every thread and child it makes) on that CPU only."""
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=pin, **kw)
         self.procs.append(p)
         return p
 
@@ -254,7 +264,8 @@ def start_buntime(procs, args, tmp, name, up_port, extra_rules=0):
         "AUTH_JWT_SECRET": SECRET,
     }
     log = open(os.path.join(d, "buntime.log"), "w")
-    p = procs.start([args.buntime, "serve", "--config", config], env=env, cwd=d, stdout=log, stderr=log)
+    p = procs.start([args.buntime, "serve", "--config", config], cpu=cpus()[0], env=env, cwd=d, stdout=log,
+                    stderr=log)
     wait_http(f"http://{HOST}:{port}/api/health/ready")
     return p, port
 
@@ -276,6 +287,8 @@ def main():
         if not shutil.which(tool) and not os.access(tool, os.X_OK):
             raise SystemExit(f"missing {tool} (see benches/README.md)")
 
+    if cpus()[1] is not None:
+        os.sched_setaffinity(0, {cpus()[1]})  # inherited by the upstream, wrk and h2load
     procs = Procs()
     tmp = tempfile.mkdtemp(prefix="buntime-load-")
     try:
@@ -293,7 +306,7 @@ def run(procs, args, tmp):
         listen {HOST}:{up_port};
         location / {{ default_type text/plain; return 200 "{BODY}"; }}
     }}"""), stderr=subprocess.DEVNULL)
-    nginx_proxy = procs.start(nginx_conf(tmp, "proxy", f"""
+    nginx_proxy = procs.start(cpu=cpus()[0], argv=nginx_conf(tmp, "proxy", f"""
     upstream up {{ server {HOST}:{up_port}; keepalive 64; }}
     server {{
         listen {HOST}:{np_port};
@@ -303,7 +316,7 @@ def run(procs, args, tmp):
             proxy_set_header Connection "";
         }}
     }}"""), stderr=subprocess.DEVNULL)
-    bare = procs.start([args.bare, f"{HOST}:{bare_port}", f"{HOST}:{up_port}", "1"],
+    bare = procs.start([args.bare, f"{HOST}:{bare_port}", f"{HOST}:{up_port}", "1"], cpu=cpus()[0],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gw, gw_port = start_buntime(procs, args, tmp, "buntime", up_port)
 
@@ -397,7 +410,9 @@ def report(rows, swap, args):
         f"Loopback, {os.cpu_count()} CPUs, {args.rounds} interleaved rounds of {args.duration} s, medians. "
         f"Saturation: wrk, 1 thread, {args.conns} connections. Fixed rate: h2load --h1, 20 clients, "
         f"{args.rate} req/s offered. CPU: the proxy's own processes (for e, the gateway only; the "
-        f"worker process is not counted). buntime access log: {args.access_log}.",
+        f"worker process is not counted). buntime access log: {args.access_log}. "
+        + ("Each proxy runs on CPU 1; the upstream and the load generators on CPU 0."
+           if cpus()[0] is not None else "One CPU: nothing pinned."),
         "",
         "| target | req/s | p50 | p99 | CPU µs/req | req per CPU-s | fixed-rate p50 | fixed-rate p99 | fixed-rate CPU µs/req | errors |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -406,7 +421,8 @@ def report(rows, swap, args):
     for key, r in rows.items():
         sat, fixed = r["sat"], r["fixed"]
         cpu = med(sat, "cpu_us")
-        summary[key] = {"cpu": cpu, "p99_fixed": med(fixed, "p99"), "rps": med(sat, "rps")}
+        summary[key] = {"cpu": cpu, "cpu_fixed": med(fixed, "cpu_us"), "p99_fixed": med(fixed, "p99"),
+                        "rps": med(sat, "rps")}
         errors = sum(x["errors"] for x in sat + fixed)
         lines.append(
             f"| ({key}) {NAMES[key]} | {med(sat, 'rps'):,.0f} | {med(sat, 'p50') / 1e3:.2f} ms | {med(sat, 'p99') / 1e3:.2f} ms "
@@ -419,6 +435,7 @@ def report(rows, swap, args):
         "| ratio | value | target |",
         "|---|---|---|",
         f"| (d) requests per CPU-second / (c) | {c['cpu'] / d['cpu']:.2f}x | >= 0.90x |",
+        f"| (d) requests per CPU-second / (c), at the fixed rate | {c['cpu_fixed'] / d['cpu_fixed']:.2f}x | (for reference) |",
         f"| (d) fixed-rate p99 / (c) | {d['p99_fixed'] / c['p99_fixed']:.2f}x | <= 1.20x |",
         f"| (d) requests per CPU-second / nginx (b) | {b['cpu'] / d['cpu']:.2f}x | stretch >= 0.50x |",
         f"| (c) requests per CPU-second / nginx (b) | {b['cpu'] / c['cpu']:.2f}x | (bare Pingora, for reference) |",
