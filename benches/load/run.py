@@ -127,6 +127,19 @@ class Procs:
         self.procs.append(p)
         return p
 
+    def stop(self, p):
+        """Stops one process (and its children) and forgets it."""
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.procs.remove(p)
+
     def stop_all(self):
         for p in self.procs:
             if p.poll() is None:
@@ -299,14 +312,10 @@ def main():
     report(rows, swap, args)
 
 
-def run(procs, args, tmp):
-    up_port, np_port, bare_port = free_port(), free_port(), free_port()
-    up = procs.start(nginx_conf(tmp, "upstream", f"""
-    server {{
-        listen {HOST}:{up_port};
-        location / {{ default_type text/plain; return 200 "{BODY}"; }}
-    }}"""), stderr=subprocess.DEVNULL)
-    nginx_proxy = procs.start(cpu=cpus()[0], argv=nginx_conf(tmp, "proxy", f"""
+def start_proxies(procs, args, tmp, name, up, up_port, headers):
+    """Starts (b) to (e) and warms each up; returns the targets and the processes to stop."""
+    np_port, bare_port = free_port(), free_port()
+    nginx_proxy = procs.start(cpu=cpus()[0], argv=nginx_conf(tmp, f"proxy-{name}", f"""
     upstream up {{ server {HOST}:{up_port}; keepalive 64; }}
     server {{
         listen {HOST}:{np_port};
@@ -318,10 +327,7 @@ def run(procs, args, tmp):
     }}"""), stderr=subprocess.DEVNULL)
     bare = procs.start([args.bare, f"{HOST}:{bare_port}", f"{HOST}:{up_port}", "1"], cpu=cpus()[0],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    gw, gw_port = start_buntime(procs, args, tmp, "buntime", up_port)
-
-    token = jwt(SECRET)
-    headers = [f"Origin: {ORIGIN}", f"Authorization: Bearer {token}"]
+    gw, gw_port = start_buntime(procs, args, tmp, f"buntime-{name}", up_port)
     targets = {
         "a": {"url": f"http://{HOST}:{up_port}/bench/x", "pids": lambda: [up.pid] + children(up.pid)},
         "b": {"url": f"http://{HOST}:{np_port}/bench/x", "pids": lambda: [nginx_proxy.pid] + children(nginx_proxy.pid)},
@@ -329,20 +335,36 @@ def run(procs, args, tmp):
         "d": {"url": f"http://{HOST}:{gw_port}/bench/x", "pids": lambda: [gw.pid]},
         "e": {"url": f"http://{HOST}:{gw_port}/w/", "pids": lambda: [gw.pid]},
     }
-    for key, t in targets.items():
+    for t in targets.values():
         t["headers"] = headers
-        wait_http(t["url"], {"Authorization": f"Bearer {token}"})
+        wait_http(t["url"], {"Authorization": headers[1].split(": ", 1)[1]})
         # Warm-up: connections pooled, caches filled.
         subprocess.run(["wrk", "-t1", "-c8", "-d1s"] + sum((["-H", h] for h in headers), []) + [t["url"]],
                        capture_output=True, timeout=30)
+    return targets, [nginx_proxy, bare, gw]
 
-    rows = {k: {"sat": [], "fixed": []} for k in targets}
-    order = list(targets)
+
+def run(procs, args, tmp):
+    up_port = free_port()
+    up = procs.start(nginx_conf(tmp, "upstream", f"""
+    server {{
+        listen {HOST}:{up_port};
+        location / {{ default_type text/plain; return 200 "{BODY}"; }}
+    }}"""), stderr=subprocess.DEVNULL)
+    token = jwt(SECRET)
+    headers = [f"Origin: {ORIGIN}", f"Authorization: Bearer {token}"]
+    rows = {k: {"sat": [], "fixed": []} for k in NAMES}
+    order = list(NAMES)
     for r in range(args.rounds):
+        # Fresh proxies each round: one process can run a steady ~10% slower or faster
+        # than the next (its memory layout), so the medians span several processes.
+        targets, started = start_proxies(procs, args, tmp, f"round{r}", up, up_port, headers)
         rotated = order[r % len(order):] + order[:r % len(order)]
         for key in rotated:
             rows[key]["sat"].append(measure("sat", targets[key], args, tmp))
             rows[key]["fixed"].append(measure("fixed", targets[key], args, tmp))
+        for p in started:
+            procs.stop(p)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     swap = None
