@@ -1,4 +1,5 @@
 //! `buntime`: the gateway binary.
+#![deny(unsafe_code)] // allowed only in `allocator`
 
 mod access;
 mod allocator;
