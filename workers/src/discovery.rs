@@ -5,13 +5,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use semver::{Version, VersionReq};
-
-/// New folders are seen within this long.
-const CACHE_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
@@ -33,14 +29,13 @@ pub struct Discovery {
     dirs: Vec<PathBuf>,
     /// First path segments that never name an app (the runtime API's).
     reserved: Vec<String>,
-    /// Every app folder, read again at most once a `CACHE_FOR`. The request path only
-    /// looks names up in it: no lock, and no directory read per unknown segment.
+    /// Every app folder, read again by `refresh` (the pool's supervisor, once a second).
+    /// The request path only looks names up in it: no lock, no directory read.
     index: ArcSwap<Index>,
 }
 
 /// Every app in the worker dirs: name -> versions (earlier dirs win for one version).
 struct Index {
-    at: Instant,
     apps: HashMap<String, Vec<(String, PathBuf)>>,
 }
 
@@ -63,7 +58,7 @@ impl Discovery {
         }
     }
 
-    /// The app a first path segment names, if any (folders as of at most a second ago).
+    /// The app a first path segment names, if any (folders as of the last `refresh`).
     pub fn resolve(&self, segment: &str) -> Option<Located> {
         let (name, range) = match segment.split_once('@') {
             Some((n, r)) => (n, Some(r)),
@@ -72,24 +67,17 @@ impl Discovery {
         if self.reserved.iter().any(|r| r == name) {
             return None;
         }
-        pick(self.index().apps.get(name)?, range)
+        pick(self.index.load().apps.get(name)?, range)
     }
 
-    /// The index, read again when it is older than `CACHE_FOR` (by whichever caller
-    /// notices first: about one directory scan a second, whatever the traffic).
-    fn index(&self) -> Arc<Index> {
-        let current = self.index.load_full();
-        if current.at.elapsed() < CACHE_FOR {
-            return current;
-        }
-        let fresh = Arc::new(scan(&self.dirs));
-        self.index.store(fresh.clone());
-        fresh
+    /// Reads the worker dirs again, so that new and removed folders count.
+    pub fn refresh(&self) {
+        self.index.store(Arc::new(scan(&self.dirs)));
     }
 
     /// Every app in every worker dir, for `GET /api/apps`.
     pub fn list(&self) -> Vec<Listed> {
-        let index = self.index();
+        let index = self.index.load();
         let mut names: Vec<&String> = index.apps.keys().collect();
         names.sort();
         names
@@ -147,10 +135,7 @@ fn scan(dirs: &[PathBuf]) -> Index {
             }
         }
     }
-    Index {
-        at: Instant::now(),
-        apps,
-    }
+    Index { apps }
 }
 
 /// What an app name may be: letters, digits, `-`, `_`, `.` (not first).
@@ -333,12 +318,16 @@ mod tests {
     }
 
     #[test]
-    fn new_folders_appear_without_a_restart() {
+    fn new_folders_appear_on_refresh() {
         let root = tree(&[]);
         let d = Discovery::new(vec![root.path().into()], vec![]);
         assert_eq!(d.find("late"), None);
         std::fs::create_dir_all(root.path().join("late@1.0.0")).unwrap();
-        std::thread::sleep(CACHE_FOR + Duration::from_millis(50));
+        assert_eq!(d.find("late"), None, "the index is read only on refresh");
+        d.refresh();
         assert_eq!(version(&d, "late").as_deref(), Some("1.0.0"));
+        std::fs::remove_dir(root.path().join("late@1.0.0")).unwrap();
+        d.refresh();
+        assert_eq!(d.find("late"), None);
     }
 }

@@ -1170,6 +1170,8 @@ impl Supervisor {
 
     /// TTL, health probes, recycling.
     fn tick(&mut self, probe_now: bool) {
+        // New and removed app folders count within a tick; requests never read the dirs.
+        self.pool.discovery.refresh();
         for app in self.pool.apps.load().values() {
             let Ok(m) = app.manifest() else { continue };
             for w in app.workers.load().iter() {
