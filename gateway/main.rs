@@ -5,6 +5,7 @@ mod access;
 mod allocator;
 mod api;
 mod config;
+mod headers;
 mod lifecycle;
 mod logging;
 mod plugins;

@@ -20,6 +20,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use buntime_metrics::RequestRecord;
 
 use crate::access::Denied;
+use crate::headers;
 use crate::lifecycle::InflightGuard;
 use crate::logging::AccessEntry;
 use crate::routes::{Route, has_dot_segment};
@@ -264,9 +265,8 @@ impl ProxyHttp for Gateway {
         }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
-        apply_headers(upstream_response, extra)?;
-        upstream_response.insert_header("x-request-id", ctx.request_id.clone())?;
-        Ok(())
+        let id = (X_REQUEST_ID, ctx.request_id.clone(), false);
+        headers::add(upstream_response, extra.into_iter().chain([id]))
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -623,12 +623,13 @@ impl Gateway {
     async fn respond(&self, session: &mut Session, ctx: &mut Ctx, resp: ApiResponse) -> Result<()> {
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
-        let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 4))?;
-        for (name, value) in resp.headers {
-            h.insert_header(name, value)?;
-        }
-        apply_headers(&mut h, extra)?;
-        h.insert_header("x-request-id", ctx.request_id.clone())?;
+        let mut h = ResponseHeader::build_no_case(resp.status, None)?;
+        let own = resp
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, value, false));
+        let id = (X_REQUEST_ID, ctx.request_id.clone(), false);
+        headers::add(&mut h, own.chain(extra).chain([id]))?;
         let bodiless = matches!(resp.status.as_u16(), 204 | 304);
         if !bodiless {
             h.set_content_length(resp.body.len())?;
@@ -913,17 +914,6 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Option<Bytes>> {
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(buf.freeze()))
-}
-
-fn apply_headers(h: &mut ResponseHeader, list: HeaderList) -> Result<()> {
-    for (name, value, append) in list {
-        if append {
-            h.append_header(name, value)?;
-        } else {
-            h.insert_header(name, value)?;
-        }
-    }
-    Ok(())
 }
 
 /// The JSON error for a failed request (SPEC 4.1, 8.3); `None` when the client is gone.

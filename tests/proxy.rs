@@ -525,6 +525,36 @@ fn proxying_to_an_http_upstream() {
     assert_eq!(gw.get("/not-a-rule").status, 404);
 }
 
+/// Header names reach the client in the case the upstream wrote them, and the gateway's
+/// own in theirs: both when every upstream name is in the form Pingora writes by itself
+/// (the gateway then skips Pingora's case map) and when one is not (it keeps the map).
+#[test]
+fn header_names_keep_their_case() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/case(/.*)?$", "target": up.url()}));
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        common::raw(gw.port, req.as_bytes(), Duration::from_secs(5))
+    };
+    let plain = get("/case/plain");
+    let mixed = get("/case/header-case");
+    for out in [&plain, &mixed] {
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        for name in [
+            "Content-Type",
+            "Server",
+            "Date",
+            "x-request-id",
+            "ratelimit-limit",
+        ] {
+            assert!(out.contains(&format!("\r\n{name}: ")), "{name} in {out}");
+        }
+    }
+    assert!(!plain.contains("X-Upstream-Case"), "{plain}");
+    assert!(mixed.contains("\r\nX-Upstream-Case: Mixed\r\n"), "{mixed}");
+}
+
 /// X-Forwarded-* from a trusted proxy are kept (X-Forwarded-For extended); from anyone
 /// else they are replaced.
 #[test]

@@ -128,6 +128,8 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
     } else if path.ends_with("/redirect") {
         status = 302;
         extra.push("Location: /elsewhere".parse().unwrap());
+    } else if path.ends_with("/header-case") {
+        extra.push("X-Upstream-Case: Mixed".parse().unwrap());
     }
     let echo = json!({
         "method": req.method().as_str(),
