@@ -1,8 +1,10 @@
 //! One libSQL database: an embedded local file, or a remote sqld primary with read
-//! replicas. Connections are made per unit of work (remote streams expire after 10 s idle;
-//! local connections need their own busy timeout), rows are read to the end before the
-//! connection is used again (a live cursor pins a WAL snapshot).
+//! replicas. Remote connections are made per unit of work (their streams expire after
+//! 10 s idle). Local ones are kept for reuse by the gateway's own calls (see [`Pooled`]),
+//! and each has its own busy timeout. Rows are read to the end before a connection is used
+//! again (a live cursor pins a WAL snapshot).
 
+use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -19,6 +21,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Idle local connections kept for reuse; more are closed when they come back.
+const IDLE_MAX: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -61,6 +65,8 @@ struct Endpoint {
     label: String,
     db: libsql::Database,
     local: bool,
+    /// Local connections that finished their work outside a transaction.
+    idle: Mutex<Vec<Connection>>,
 }
 
 struct Handles {
@@ -149,6 +155,7 @@ impl Database {
                     label: path.display().to_string(),
                     db,
                     local: true,
+                    idle: Mutex::new(Vec::new()),
                 }
             }
             Location::Remote { url, token } => remote(url, token.as_deref()).await?,
@@ -229,15 +236,22 @@ impl Database {
             .ok_or_else(|| DbError::Unavailable("database not opened yet".into()))
     }
 
-    /// A new connection to the primary: writes, transactions, and reads that must see
-    /// the latest write.
+    /// A new connection to the primary: for statements from outside the gateway (the
+    /// database API), whose session state (`PRAGMA`, `ATTACH`, temporary tables) must go
+    /// with the connection.
     pub fn connect(&self) -> Result<Connection, DbError> {
         connect(&self.handles()?.primary)
     }
 
+    /// A connection to the primary for the gateway's own writes, transactions, and reads
+    /// that must see the latest write; reused when local.
+    pub fn pooled(&self) -> Result<Pooled<'_>, DbError> {
+        Pooled::take(&self.handles()?.primary)
+    }
+
     /// Runs a statement on the primary; returns the number of changed rows.
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
-        let conn = self.connect()?;
+        let conn = self.pooled()?;
         self.stats
             .time(
                 "primary",
@@ -248,7 +262,7 @@ impl Database {
 
     /// Runs a query on the primary.
     pub async fn query_primary(&self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
-        let conn = self.connect()?;
+        let conn = self.pooled()?;
         self.stats
             .time("primary", timed(query(&conn, sql, params)))
             .await
@@ -323,7 +337,61 @@ async fn remote(url: &str, token: Option<&str>) -> Result<Endpoint, DbError> {
         label: url.to_string(),
         db,
         local: false,
+        idle: Mutex::new(Vec::new()),
     })
+}
+
+/// A connection lent by an endpoint. A local one goes back to the endpoint's idle list
+/// when dropped outside a transaction: opening a local connection parses the schema, and
+/// closing the last one checkpoints the WAL, deletes its file and drops its index, which
+/// made up most of a small write's CPU. Remote connections are fresh and closed after use.
+pub struct Pooled<'a> {
+    conn: Option<Connection>,
+    home: Option<&'a Mutex<Vec<Connection>>>,
+}
+
+impl<'a> Pooled<'a> {
+    fn take(e: &'a Endpoint) -> Result<Pooled<'a>, DbError> {
+        if !e.local {
+            return Ok(Pooled {
+                conn: Some(connect(e)?),
+                home: None,
+            });
+        }
+        let reused = e.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match reused {
+            Some(conn) => conn,
+            None => connect(e)?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            home: Some(&e.idle),
+        })
+    }
+}
+
+impl Deref for Pooled<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let (Some(conn), Some(home)) = (self.conn.take(), self.home) else {
+            return;
+        };
+        // A connection left inside a transaction (an error between BEGIN and COMMIT) is
+        // closed, which rolls it back.
+        if conn.is_autocommit() {
+            let mut idle = home.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_MAX {
+                idle.push(conn);
+            }
+        }
+    }
 }
 
 fn connect(e: &Endpoint) -> Result<Connection, DbError> {
@@ -414,4 +482,61 @@ async fn migrate(conn: &Connection, steps: &[Migration]) -> Result<usize, DbErro
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn local() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::new(DbConfig {
+            location: Location::Local(dir.path().join("t.db")),
+            replicas: Vec::new(),
+        });
+        db.open().await.unwrap();
+        (dir, db)
+    }
+
+    /// Whether the connection has the temporary table `mark` (session state: it exists
+    /// only on the connection that made it).
+    async fn marked(conn: &Connection) -> bool {
+        conn.query("SELECT * FROM temp.mark", ()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn local_connections_come_back_unless_left_in_a_transaction() {
+        let (_dir, db) = local().await;
+        {
+            let conn = db.pooled().unwrap();
+            conn.execute("CREATE TEMP TABLE mark(x)", ()).await.unwrap();
+        }
+        {
+            let conn = db.pooled().unwrap();
+            assert!(marked(&conn).await, "the same connection again");
+            conn.execute("BEGIN", ()).await.unwrap();
+        }
+        let conn = db.pooled().unwrap();
+        assert!(!marked(&conn).await, "one left in a transaction is closed");
+        assert!(conn.is_autocommit());
+    }
+
+    #[tokio::test]
+    async fn fresh_connections_never_join_the_pool() {
+        let (_dir, db) = local().await;
+        {
+            let conn = db.connect().unwrap();
+            conn.execute("CREATE TEMP TABLE mark(x)", ()).await.unwrap();
+        }
+        assert!(!marked(&db.pooled().unwrap()).await);
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_a_few() {
+        let (_dir, db) = local().await;
+        let held: Vec<Pooled> = (0..IDLE_MAX + 2).map(|_| db.pooled().unwrap()).collect();
+        drop(held);
+        let idle = db.handles().unwrap().primary.idle.lock().unwrap().len();
+        assert_eq!(idle, IDLE_MAX);
+    }
 }

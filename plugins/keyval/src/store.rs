@@ -400,7 +400,7 @@ impl KeyVal {
         checks: &[Check],
         mutations: &[Mutation],
     ) -> Result<Option<String>, KvError> {
-        let conn = self.db.connect()?;
+        let conn = self.db.pooled()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .await
