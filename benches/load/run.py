@@ -291,11 +291,14 @@ def main():
     ap.add_argument("--rate", type=int, default=5000, help="fixed offered load, requests/s (default 5000)")
     ap.add_argument("--access-log", default="off", choices=["on", "off"], help="buntime's access log (default off)")
     ap.add_argument("--no-swap", action="store_true", help="skip the 5,000-rule rebuild phase")
+    ap.add_argument("--swap-only", action="store_true", help="run only the 5,000-rule rebuild phase")
     ap.add_argument("--buntime", default="target/release/buntime")
     ap.add_argument("--bare", default="target/release/examples/bare-proxy")
     ap.add_argument("--out", default="benches/load/results.md")
     args = ap.parse_args()
     args.buntime, args.bare = os.path.abspath(args.buntime), os.path.abspath(args.bare)
+    if args.swap_only and args.no_swap:
+        raise SystemExit("--swap-only and --no-swap exclude each other")
     for tool in ("nginx", "wrk", "h2load", args.buntime, args.bare):
         if not shutil.which(tool) and not os.access(tool, os.X_OK):
             raise SystemExit(f"missing {tool} (see benches/README.md)")
@@ -355,7 +358,7 @@ def run(procs, args, tmp):
     headers = [f"Origin: {ORIGIN}", f"Authorization: Bearer {token}"]
     rows = {k: {"sat": [], "fixed": []} for k in NAMES}
     order = list(NAMES)
-    for r in range(args.rounds):
+    for r in range(0 if args.swap_only else args.rounds):
         # Fresh proxies each round: one process can run a steady ~10% slower or faster
         # than the next (its memory layout), so the medians span several processes.
         targets, started = start_proxies(procs, args, tmp, f"round{r}", up, up_port, headers)
@@ -428,41 +431,22 @@ def med(runs, field):
 
 
 def report(rows, swap, args):
+    runs = (f"the rebuild phase only ({2 * args.rounds * args.duration} s)" if args.swap_only
+            else f"{args.rounds} interleaved rounds of {args.duration} s, medians")
     lines = [
-        f"Loopback, {os.cpu_count()} CPUs, {args.rounds} interleaved rounds of {args.duration} s, medians. "
+        f"Loopback, {os.cpu_count()} CPUs, {runs}. "
         f"Saturation: wrk, 1 thread, {args.conns} connections. Fixed rate: h2load --h1, 20 clients, "
         f"{args.rate} req/s offered. CPU: the proxy's own processes (for e, the gateway only; the "
         f"worker process is not counted). buntime access log: {args.access_log}. "
         + ("Each proxy runs on CPU 1; the upstream and the load generators on CPU 0."
            if cpus()[0] is not None else "One CPU: nothing pinned."),
         "",
-        "| target | req/s | p50 | p99 | CPU µs/req | req per CPU-s | fixed-rate p50 | fixed-rate p99 | fixed-rate CPU µs/req | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    summary = {}
-    for key, r in rows.items():
-        sat, fixed = r["sat"], r["fixed"]
-        cpu = med(sat, "cpu_us")
-        summary[key] = {"cpu": cpu, "cpu_fixed": med(fixed, "cpu_us"), "p99_fixed": med(fixed, "p99"),
-                        "rps": med(sat, "rps")}
-        errors = sum(x["errors"] for x in sat + fixed)
-        lines.append(
-            f"| ({key}) {NAMES[key]} | {med(sat, 'rps'):,.0f} | {med(sat, 'p50') / 1e3:.2f} ms | {med(sat, 'p99') / 1e3:.2f} ms "
-            f"| {cpu:.1f} | {1e6 / cpu:,.0f} | {med(fixed, 'p50') / 1e3:.2f} ms | {med(fixed, 'p99') / 1e3:.2f} ms "
-            f"| {med(fixed, 'cpu_us'):.1f} | {errors} |"
-        )
-    d, c, b = summary["d"], summary["c"], summary["b"]
-    lines += [
-        "",
-        "| ratio | value | target |",
-        "|---|---|---|",
-        f"| (d) requests per CPU-second / (c) | {c['cpu'] / d['cpu']:.2f}x | >= 0.90x |",
-        f"| (d) requests per CPU-second / (c), at the fixed rate | {c['cpu_fixed'] / d['cpu_fixed']:.2f}x | (for reference) |",
-        f"| (d) fixed-rate p99 / (c) | {d['p99_fixed'] / c['p99_fixed']:.2f}x | <= 1.20x |",
-        f"| (d) requests per CPU-second / nginx (b) | {b['cpu'] / d['cpu']:.2f}x | stretch >= 0.50x |",
-        f"| (c) requests per CPU-second / nginx (b) | {b['cpu'] / c['cpu']:.2f}x | (bare Pingora, for reference) |",
-        f"| (d) req/s / (c) at saturation | {d['rps'] / c['rps']:.2f}x | |",
-    ]
+    if not args.swap_only:
+        lines += target_table(rows)
+    lines += ["", "| ratio | value | target |", "|---|---|---|"]
+    if not args.swap_only:
+        lines += ratio_rows(rows)
     if swap:
         q, bz = swap["quiet"]["p99"], swap["busy"]["p99"]
         lines += [
@@ -476,6 +460,40 @@ def report(rows, swap, args):
     with open(args.out, "w") as f:
         f.write(f"<!-- written by benches/load/run.py on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
         f.write(text)
+
+
+def target_table(rows):
+    lines = [
+        "| target | req/s | p50 | p99 | CPU µs/req | req per CPU-s | fixed-rate p50 | fixed-rate p99 | fixed-rate CPU µs/req | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows.items():
+        sat, fixed = r["sat"], r["fixed"]
+        cpu = med(sat, "cpu_us")
+        errors = sum(x["errors"] for x in sat + fixed)
+        lines.append(
+            f"| ({key}) {NAMES[key]} | {med(sat, 'rps'):,.0f} | {med(sat, 'p50') / 1e3:.2f} ms | {med(sat, 'p99') / 1e3:.2f} ms "
+            f"| {cpu:.1f} | {1e6 / cpu:,.0f} | {med(fixed, 'p50') / 1e3:.2f} ms | {med(fixed, 'p99') / 1e3:.2f} ms "
+            f"| {med(fixed, 'cpu_us'):.1f} | {errors} |"
+        )
+    return lines
+
+
+def ratio_rows(rows):
+    def summary(key):
+        sat, fixed = rows[key]["sat"], rows[key]["fixed"]
+        return {"cpu": med(sat, "cpu_us"), "cpu_fixed": med(fixed, "cpu_us"), "p99_fixed": med(fixed, "p99"),
+                "rps": med(sat, "rps")}
+
+    d, c, b = summary("d"), summary("c"), summary("b")
+    return [
+        f"| (d) requests per CPU-second / (c) | {c['cpu'] / d['cpu']:.2f}x | >= 0.90x |",
+        f"| (d) requests per CPU-second / (c), at the fixed rate | {c['cpu_fixed'] / d['cpu_fixed']:.2f}x | (for reference) |",
+        f"| (d) fixed-rate p99 / (c) | {d['p99_fixed'] / c['p99_fixed']:.2f}x | <= 1.20x |",
+        f"| (d) requests per CPU-second / nginx (b) | {b['cpu'] / d['cpu']:.2f}x | stretch >= 0.50x |",
+        f"| (c) requests per CPU-second / nginx (b) | {b['cpu'] / c['cpu']:.2f}x | (bare Pingora, for reference) |",
+        f"| (d) req/s / (c) at saturation | {d['rps'] / c['rps']:.2f}x | |",
+    ]
 
 
 if __name__ == "__main__":
