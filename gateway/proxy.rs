@@ -437,11 +437,12 @@ impl Gateway {
         // Plugins add their response headers straight to the request's list (moved out
         // while `info` borrows the context), headers of a plugin that answers included.
         let mut out = std::mem::take(&mut ctx.headers_out);
+        let info = self.info(req, ctx);
         let answer = shared
             .plugins
             .loaded
             .iter()
-            .find_map(|p| p.plugin.on_request(&self.info(req, ctx), &mut out));
+            .find_map(|p| p.plugin.on_request(&info, &mut out));
         ctx.headers_out = out;
         if let Some(resp) = answer {
             ctx.rate_limited = resp.status == StatusCode::TOO_MANY_REQUESTS;
