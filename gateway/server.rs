@@ -23,6 +23,26 @@ use crate::state::Shared;
 /// How long one plugin may take to stop at shutdown.
 const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which timer runs Pingora's timeouts: timeouts longer than the returned whole seconds run
+/// on tokio's timer, the rest on Pingora's own "fast" timer.
+///
+/// With one proxy thread, every timeout of a second or more goes to tokio. Pingora's timer
+/// needs a thread that wakes 100 times a second for the life of the process, even when
+/// nothing waits; in the load bench at a steady rate, the gateway without that thread used
+/// about a quarter less CPU per request and its p99 fell from about 1.3x bare Pingora's to
+/// about 0.9x (benches/README.md). With more threads Pingora's timer stays: tokio keeps
+/// one timer wheel per runtime behind one lock, taken to register and to cancel each
+/// timeout, and every proxy thread contends for it (tokio-rs/tokio#6504) -- the reason
+/// Pingora has a per-thread timer at all. Sub-second timeouts (a worker's
+/// `timeout: 500ms`) always take Pingora's timer.
+fn tokio_timer_above_secs(threads: usize) -> Option<u64> {
+    if threads == 1 {
+        Some(0)
+    } else {
+        ServerConf::default().fast_timeout_to_tokio_threshold_seconds
+    }
+}
+
 /// Runs until shutdown. Errors are start-up errors (the message says what to fix).
 pub fn serve(config: Config) -> Result<(), String> {
     let port = config.server.port;
@@ -35,6 +55,12 @@ pub fn serve(config: Config) -> Result<(), String> {
         std::net::TcpListener::bind(("0.0.0.0", p))
             .map_err(|e| format!("METRICS_PORT {p}: cannot listen: {e}"))?;
     }
+    // Set now, not only by Pingora's `run()` from `ServerConf`: the pool's first health
+    // checks come before it, and the first fast timeout starts the timer thread for good.
+    let tokio_timer_above = tokio_timer_above_secs(config.server.threads);
+    pingora::time::fast_timeout::set_fast_timeout_to_tokio_threshold(
+        tokio_timer_above.map(Duration::from_secs),
+    );
     let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
     let pool = start_pool(&config)?;
     let shared = Arc::new(Shared::new(config, plugins, Some(pool)));
@@ -54,6 +80,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         // fixed grace sleep is only the backstop.
         grace_period_seconds: Some(shared.server.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
+        fast_timeout_to_tokio_threshold_seconds: tokio_timer_above,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);

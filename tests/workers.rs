@@ -682,6 +682,45 @@ fn a_static_app() {
     assert_eq!(w["state"], "ready");
 }
 
+/// The names of a process's threads, from /proc.
+fn thread_names(pid: u64) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+/// With one proxy thread, timeouts of a second or more run on tokio's timer: Pingora's
+/// timer thread, which wakes 100 times a second for the life of the process, is never
+/// started, neither by the pool's health checks before the server runs nor by requests
+/// and their timeouts. With more threads Pingora's per-thread timer is kept (it avoids
+/// tokio's one timer lock), and its thread with it. A static worker runs one thread.
+#[test]
+fn the_timer_thread_only_with_several_proxy_threads() {
+    let apps = Apps::new(&[]);
+    let dir = apps.dir("site");
+    write(&dir.join("manifest.yaml"), "ttl: 5m\npreload: true\n");
+    write(&dir.join("index.html"), "<h1>site</h1>");
+    for threads in [1, 2] {
+        let gw = Gateway::start(apps.options().env("RUNTIME_THREADS", &threads.to_string()));
+        for _ in 0..3 {
+            let r = gw.get("/site/");
+            assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+        }
+        let names = thread_names(u64::from(gw.pid()));
+        let timer = names.iter().any(|n| n == "Timer thread");
+        assert_eq!(timer, threads > 1, "{threads} threads: {names:?}");
+        let worker = of_app(&gw, "site")[0]["pid"].as_u64().unwrap();
+        let names = thread_names(worker);
+        assert!(names.len() > 1, "worker: {names:?}");
+        assert!(
+            !names.iter().any(|n| n == "Timer thread"),
+            "worker: {names:?}"
+        );
+    }
+}
+
 #[test]
 fn the_shell_serves_navigations_through_the_pool() {
     let apps = Apps::new(&[("echo", "ttl: 5m")]);
