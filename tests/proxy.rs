@@ -730,13 +730,16 @@ fn static_rules_come_first_and_reload_on_sighup() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(up.last().url, "/from-static/x");
     // Rewrite the config file: the static rule changes without a restart.
-    gw.write_config(&format!("plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{}', rewrite: '/reloaded$1'}}\n", up.url()));
+    gw.write_config(&format!("plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static(/.*)?$', target: '{}', rewrite: '/reloaded$1'}}\n      - {{pattern: '^/second', target: '{0}'}}\n", up.url()));
     gw.signal("HUP");
     let reloaded = eventually(Duration::from_secs(5), || {
         gw.get("/static/y");
         (up.last().url == "/reloaded/y").then_some(())
     });
     assert!(reloaded.is_some(), "SIGHUP applies new static rules");
+    // The new static rule is read-only too.
+    let r = gw.send("PATCH", &format!("{RULES}/static-1/toggle"), &[], None);
+    assert_eq!(r.status, 403, "{r:?}");
 }
 
 #[test]

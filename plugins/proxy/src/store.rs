@@ -3,7 +3,7 @@
 //! the change marker `["proxy","changed"]`, so writes from several instances never lose
 //! each other, and each instance notices others' writes by polling one key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -50,10 +50,29 @@ pub struct Stats {
 pub struct RuleStore {
     kv: KeyVal,
     resolver: Arc<Resolver>,
-    static_rules: ArcSwap<Vec<Arc<CompiledRule>>>,
+    static_rules: ArcSwap<Statics>,
     table: Arc<ArcSwap<RuleTable>>,
     state: Mutex<State>,
     pub stats: Stats,
+}
+
+/// The rules of the config file, and their ids: a write asks whether its id is one of them
+/// (403), and with thousands of rules a scan per id would cost a write, or a reorder of all
+/// of them, more than its commit.
+struct Statics {
+    rules: Vec<Arc<CompiledRule>>,
+    ids: HashSet<Arc<str>>,
+}
+
+impl Statics {
+    fn new(rules: Vec<Arc<CompiledRule>>) -> Statics {
+        let ids = rules.iter().map(|r| r.id.clone()).collect();
+        Statics { rules, ids }
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
 }
 
 /// What a write wants to commit, and the dynamic rules afterwards.
@@ -76,7 +95,7 @@ impl RuleStore {
         RuleStore {
             kv: kv.primary(),
             resolver,
-            static_rules: ArcSwap::from_pointee(static_rules),
+            static_rules: ArcSwap::from_pointee(Statics::new(static_rules)),
             table: Arc::new(ArcSwap::from_pointee(table)),
             state: Mutex::new(State::default()),
             stats: Stats::default(),
@@ -99,7 +118,7 @@ impl RuleStore {
 
     /// SIGHUP: new static rules, live at once.
     pub async fn set_static(&self, rules: Vec<Arc<CompiledRule>>) {
-        self.static_rules.store(Arc::new(rules));
+        self.static_rules.store(Arc::new(Statics::new(rules)));
         let st = self.state.lock().await;
         self.publish_state(&st).await;
     }
@@ -160,7 +179,7 @@ impl RuleStore {
     /// Builds the table from the static rules and `st`'s dynamic ones (on the rule-builder
     /// thread: thousands of patterns take a while) and swaps it in whole.
     async fn publish_state(&self, st: &State) {
-        let mut rules: Vec<Arc<CompiledRule>> = self.static_rules.load().iter().cloned().collect();
+        let mut rules: Vec<Arc<CompiledRule>> = self.static_rules.load().rules.clone();
         let mut sorted: Vec<Arc<CompiledRule>> =
             st.rules.values().map(|(r, _)| r.clone()).collect();
         sorted.sort_by(|a, b| (a.rule.order, &a.rule.id).cmp(&(b.rule.order, &b.rule.id)));
@@ -187,7 +206,7 @@ impl RuleStore {
         &self,
         mut plan: impl FnMut(
             &BTreeMap<String, Arc<CompiledRule>>,
-            &RuleTable,
+            &Statics,
         ) -> Result<Plan<T>, ApiError>,
     ) -> Result<T, ApiError> {
         let mut st = self.state.lock().await;
@@ -200,7 +219,7 @@ impl RuleStore {
                 .iter()
                 .map(|(k, (r, _))| (k.clone(), r.clone()))
                 .collect();
-            let p = plan(&current, &self.table.load())?;
+            let p = plan(&current, &self.static_rules.load())?;
             let mut checks = p.checks;
             checks.push(Check {
                 key: marker_key(),
@@ -247,11 +266,9 @@ impl RuleStore {
             Some(_) => return Err(ApiError::bad_request("Invalid rule id")),
         };
         let fresh = uuid::Uuid::new_v4().to_string();
-        self.write(|current, table| {
+        self.write(|current, statics| {
             let id = requested.clone().unwrap_or_else(|| fresh.clone());
-            if current.contains_key(&id)
-                || table.all().iter().any(|r| r.rule.readonly && *r.id == *id)
-            {
+            if current.contains_key(&id) || statics.has(&id) {
                 return Err(ApiError::conflict("Rule id already exists"));
             }
             let mut rule = Rule::blank(&id)
@@ -316,8 +333,8 @@ impl RuleStore {
         static_error: &str,
         edit: impl Fn(&Rule) -> Result<Rule, ApiError>,
     ) -> Result<Rule, ApiError> {
-        self.write(|current, table| {
-            let old = lookup(id, current, table, static_error)?;
+        self.write(|current, statics| {
+            let old = lookup(id, current, statics, static_error)?;
             let rule = edit(&old.rule)?;
             let compiled = Arc::new(
                 CompiledRule::compile(rule.clone(), &self.resolver)
@@ -337,8 +354,8 @@ impl RuleStore {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
-        self.write(|current, table| {
-            lookup(id, current, table, "Cannot delete static rules")?;
+        self.write(|current, statics| {
+            lookup(id, current, statics, "Cannot delete static rules")?;
             let mut after = current.clone();
             after.remove(id);
             Ok(Plan {
@@ -353,9 +370,9 @@ impl RuleStore {
     }
 
     pub async fn reorder(&self, ids: &[String]) -> Result<Vec<Rule>, ApiError> {
-        self.write(|current, table| {
+        self.write(|current, statics| {
             for id in ids {
-                lookup(id, current, table, "Cannot modify static rules")?;
+                lookup(id, current, statics, "Cannot modify static rules")?;
             }
             let mut unique = ids.to_vec();
             unique.sort();
@@ -393,10 +410,10 @@ impl RuleStore {
 fn lookup<'a>(
     id: &str,
     current: &'a BTreeMap<String, Arc<CompiledRule>>,
-    table: &RuleTable,
+    statics: &Statics,
     static_error: &str,
 ) -> Result<&'a Arc<CompiledRule>, ApiError> {
-    if table.get(id).is_some_and(|r| r.rule.readonly) {
+    if statics.has(id) {
         return Err(ApiError::forbidden(static_error));
     }
     current
