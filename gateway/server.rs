@@ -29,11 +29,11 @@ const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// With one proxy thread, every timeout of a second or more goes to tokio. Pingora's timer
 /// needs a thread that wakes 100 times a second for the life of the process, even when
 /// nothing waits; in the load bench at a steady rate, the gateway without that thread used
-/// about a quarter less CPU per request and its p99 fell from about 1.3x bare Pingora's to
-/// about 0.9x (benches/README.md). With more threads Pingora's timer stays: tokio keeps
-/// one timer wheel per runtime behind one lock, taken to register and to cancel each
-/// timeout, and every proxy thread contends for it (tokio-rs/tokio#6504) -- the reason
-/// Pingora has a per-thread timer at all. Sub-second timeouts (a worker's
+/// about a fifth less CPU per request and its p99 went from about 1.3x bare Pingora's to
+/// about 1.1x (medians, benches/README.md). With more threads Pingora's timer stays:
+/// tokio keeps one timer wheel per runtime behind one lock, taken to register and to
+/// cancel each timeout, and every proxy thread contends for it (tokio-rs/tokio#6504) --
+/// the reason Pingora has a per-thread timer at all. Sub-second timeouts (a worker's
 /// `timeout: 500ms`) always take Pingora's timer.
 fn tokio_timer_above_secs(threads: usize) -> Option<u64> {
     if threads == 1 {
