@@ -1,7 +1,7 @@
 //! Rule matching cost (SPEC 4.2: pattern-set passes over an ArcSwap snapshot, one per 512
 //! rules) for 10, 1,000 and 10,000 rules, and the cost of rebuilding and swapping a
-//! 5,000-rule table: from scratch, and after one rule changed (unchanged chunks reused),
-//! and the first match after that change.
+//! 5,000-rule table: from scratch, after the last rule changed and after a rule near the
+//! front was disabled (unchanged chunks reused), and the first match after a change.
 //! Run: `cargo bench --bench rules`.
 
 use std::hint::black_box;
@@ -74,6 +74,15 @@ fn rebuild(c: &mut Criterion) {
     g.bench_function("5000_rules_one_changed_rebuild_and_swap", |b| {
         b.iter(|| live.store(Arc::new(before.rebuild(changed.clone()).unwrap())))
     });
+    // A rule near the front disabled: the rules after it move up one place.
+    let mut early = compiled.clone();
+    let mut off = early[10].rule.clone();
+    off.enabled = false;
+    early[10] = Arc::new(CompiledRule::compile(off, &resolver).unwrap());
+    g.bench_function(
+        "5000_rules_one_disabled_near_the_front_rebuild_and_swap",
+        |b| b.iter(|| live.store(Arc::new(before.rebuild(early.clone()).unwrap()))),
+    );
     // What the first request after that write pays: a path that no rule matches runs
     // through every chunk, the rebuilt one cold (its automaton has seen no input).
     g.bench_function("5000_rules_first_match_after_one_changed", |b| {

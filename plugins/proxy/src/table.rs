@@ -3,22 +3,53 @@
 //! over an `ArcSwap` snapshot; the lowest matching index wins. Built off the request path
 //! and swapped whole.
 //!
-//! The rules are cut into chunks of up to `CHUNK` patterns, one set each, matched in
-//! order (up to 512 rules: one set, one pass). A rebuild reuses every chunk whose rules
-//! are unchanged, with the lazy-DFA caches it has warmed: a write recompiles, and cools,
-//! only the chunk it touches. With one set for everything, a write to a 5,000-rule table
-//! cost ~130 ms of CPU and each request right after the swap up to ~1.5 ms while the
-//! new automaton warmed up, which doubled the p99 under load. 512 is the measured
-//! balance (benches/README.md): a write to 5,000 rules costs ~2.4 ms of CPU and leaves
-//! the p99 of the requests around it as it was; 10,000 rules match in ~0.9 µs.
+//! The rules are cut into chunks of about `CHUNK` patterns, one set each, matched in
+//! order (up to 384 rules: one set, one pass). A rebuild reuses every chunk whose
+//! rules are unchanged, with the lazy-DFA caches it has warmed: a write recompiles, and
+//! cools, only the chunk it touches. With one set for everything, a write to a 5,000-rule
+//! table cost ~130 ms of CPU and each request right after the swap up to ~1.5 ms while the
+//! new automaton warmed up, which doubled the p99 under load. 512 is the measured balance
+//! (benches/README.md): a write to 5,000 rules costs ~2.4 ms of CPU and leaves the p99 of
+//! the requests around it as it was; 10,000 rules match in ~0.9 µs.
+//!
+//! Where a chunk ends depends on the rules, not on their positions (`cut`): with a cut
+//! every 512 positions, adding, removing, enabling or disabling a rule near the front
+//! shifted every later chunk, and the write recompiled them all.
 
 use std::sync::{Arc, OnceLock};
 
 use crate::patterns::Patterns;
 use crate::rule::CompiledRule;
 
-/// Patterns per set.
+/// Patterns per set, about: a chunk ends at a rule whose id hashes to a multiple of
+/// `CHUNK / 4` once it holds `3 * CHUNK / 4` rules (on average 128 rules later), and at
+/// `2 * CHUNK` rules in any case. Sizes stay near 512: a set twice as big costs a write
+/// more than twice as much to compile.
 const CHUNK: usize = 512;
+
+/// Cuts the enabled rules into chunks whose ends are chosen by the rules' ids, so that a
+/// write changes the chunk that holds its rule (and the next, when the rule was where one
+/// ended) and leaves the others as they were: their boundaries fall at the same rules.
+fn cut(active: &[Arc<CompiledRule>]) -> Vec<&[Arc<CompiledRule>]> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // Fixed keys: the same id ends a chunk in every rebuild.
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let (min, every, max) = (3 * CHUNK / 4, (CHUNK / 4) as u64, 2 * CHUNK);
+    let mut chunks = Vec::with_capacity(active.len() / min + 1);
+    let mut start = 0;
+    for (i, rule) in active.iter().enumerate() {
+        let len = i + 1 - start;
+        let ends = len >= min && hasher.hash_one(&*rule.id) % every == 0;
+        if ends || len == max {
+            chunks.push(&active[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < active.len() {
+        chunks.push(&active[start..]);
+    }
+    chunks
+}
 
 /// Consecutive enabled rules and the set that matches them.
 #[derive(Debug)]
@@ -60,8 +91,8 @@ impl RuleTable {
     pub fn rebuild(&self, rules: Vec<Arc<CompiledRule>>) -> Result<RuleTable, String> {
         let active: Vec<Arc<CompiledRule>> =
             rules.iter().filter(|r| r.rule.enabled).cloned().collect();
-        let chunks = active
-            .chunks(CHUNK)
+        let chunks = cut(&active)
+            .into_iter()
             .map(|part| match self.chunks.iter().find(|c| c.holds(part)) {
                 Some(same) => Ok(Arc::clone(same)),
                 None => Chunk::build(part.to_vec()).map(Arc::new),
@@ -96,6 +127,11 @@ impl RuleTable {
     /// Enabled rules.
     pub fn active_len(&self) -> usize {
         self.active
+    }
+
+    /// How many sets the rules are matched with: for tests and benches.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
     }
 
     /// How many chunks a rebuild from `self` would reuse: for tests and benches.
@@ -273,16 +309,58 @@ mod tests {
     fn a_rebuild_reuses_unchanged_chunks() {
         let mut rules = many(3 * CHUNK);
         let t = RuleTable::build(rules.clone()).unwrap();
-        // Change the last rule only: the first two chunks are shared, not recompiled.
+        assert!(t.chunk_count() >= 2, "{}", t.chunk_count());
+        // Change the last rule only: every other chunk is shared, not recompiled.
         rules[3 * CHUNK - 1] = rule("new", json!({"pattern": "^/new", "target": "http://h"}));
         let next = t.rebuild(rules.clone()).unwrap();
-        assert_eq!(next.shared_chunks(&t), 2);
+        assert_eq!(next.shared_chunks(&t), t.chunk_count() - 1);
         assert_eq!(&*next.matching("/new", false).unwrap().id, "new");
         assert!(
             next.matching(&format!("/svc{}", 3 * CHUNK - 1), false)
                 .is_none()
         );
         // Nothing changed: everything shared.
-        assert_eq!(next.rebuild(rules).unwrap().shared_chunks(&next), 3);
+        let same = next.rebuild(rules).unwrap();
+        assert_eq!(same.shared_chunks(&next), next.chunk_count());
+    }
+
+    /// A write near the front recompiles the chunk that holds its rule, and at most the
+    /// next: the later chunks end at the same rules as before.
+    #[test]
+    fn a_write_near_the_front_leaves_later_chunks_alone() {
+        let rules = many(8 * CHUNK);
+        let t = RuleTable::build(rules.clone()).unwrap();
+        let n = t.chunk_count();
+        assert!(
+            (4..=16).contains(&n),
+            "{n} chunks for {} rules",
+            rules.len()
+        );
+
+        let mut disabled = rules.clone();
+        disabled[10] = rule(
+            "r10",
+            json!({"pattern": "^/svc10(/.*)?$", "target": "http://h", "enabled": false}),
+        );
+        let mut inserted = rules.clone();
+        inserted.insert(
+            3,
+            rule("early", json!({"pattern": "^/early", "target": "http://h"})),
+        );
+        let mut removed = rules;
+        removed.remove(0);
+        let [off, more, fewer] = [disabled, inserted, removed].map(|changed| {
+            let next = t.rebuild(changed).unwrap();
+            assert!(
+                next.shared_chunks(&t) >= n - 2,
+                "{} of {n}",
+                next.shared_chunks(&t)
+            );
+            next
+        });
+        assert!(off.matching("/svc10", false).is_none());
+        assert_eq!(&*more.matching("/early", false).unwrap().id, "early");
+        assert_eq!(&*more.matching("/svc4000/x", false).unwrap().id, "r4000");
+        assert!(fewer.matching("/svc0", false).is_none());
     }
 }
