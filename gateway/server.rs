@@ -35,11 +35,11 @@ const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// cancel each timeout, and every proxy thread contends for it (tokio-rs/tokio#6504) --
 /// the reason Pingora has a per-thread timer at all. Sub-second timeouts (a worker's
 /// `timeout: 500ms`) always take Pingora's timer.
-fn tokio_timer_above_secs(threads: usize) -> Option<u64> {
+fn tokio_timer_above_secs(threads: usize) -> u64 {
     if threads == 1 {
-        Some(0)
+        0
     } else {
-        ServerConf::default().fast_timeout_to_tokio_threshold_seconds
+        pingora::time::fast_timeout::DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD.as_secs()
     }
 }
 
@@ -58,9 +58,9 @@ pub fn serve(config: Config) -> Result<(), String> {
     // Set now, not only by Pingora's `run()` from `ServerConf`: the pool's first health
     // checks come before it, and the first fast timeout starts the timer thread for good.
     let tokio_timer_above = tokio_timer_above_secs(config.server.threads);
-    pingora::time::fast_timeout::set_fast_timeout_to_tokio_threshold(
-        tokio_timer_above.map(Duration::from_secs),
-    );
+    pingora::time::fast_timeout::set_fast_timeout_to_tokio_threshold(Some(Duration::from_secs(
+        tokio_timer_above,
+    )));
     let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
     let pool = start_pool(&config)?;
     let shared = Arc::new(Shared::new(config, plugins, Some(pool)));
@@ -80,7 +80,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         // fixed grace sleep is only the backstop.
         grace_period_seconds: Some(shared.server.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
-        fast_timeout_to_tokio_threshold_seconds: tokio_timer_above,
+        fast_timeout_to_tokio_threshold_seconds: Some(tokio_timer_above),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);

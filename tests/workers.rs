@@ -657,13 +657,19 @@ fn apps_need_a_token_unless_public() {
     assert_eq!(identity["sub"], "ada");
 }
 
-#[test]
-fn a_static_app() {
+/// Apps holding the static app `site` (an `index.html`) with this manifest.
+fn static_site(manifest: &str) -> Apps {
     let apps = Apps::new(&[]);
     let dir = apps.dir("site");
-    write(&dir.join("manifest.yaml"), "ttl: 5m\n");
+    write(&dir.join("manifest.yaml"), manifest);
     write(&dir.join("index.html"), "<h1>site</h1>");
-    write(&dir.join("js/app.js"), "console.log(1)");
+    apps
+}
+
+#[test]
+fn a_static_app() {
+    let apps = static_site("ttl: 5m\n");
+    write(&apps.dir("site").join("js/app.js"), "console.log(1)");
     let gw = Gateway::start(apps.options());
     let r = gw.get("/site/");
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
@@ -698,10 +704,7 @@ fn thread_names(pid: u64) -> Vec<String> {
 /// tokio's one timer lock), and its thread with it. A static worker runs one thread.
 #[test]
 fn the_timer_thread_only_with_several_proxy_threads() {
-    let apps = Apps::new(&[]);
-    let dir = apps.dir("site");
-    write(&dir.join("manifest.yaml"), "ttl: 5m\npreload: true\n");
-    write(&dir.join("index.html"), "<h1>site</h1>");
+    let apps = static_site("ttl: 5m\npreload: true\n");
     for threads in [1, 2] {
         let gw = Gateway::start(apps.options().env("RUNTIME_THREADS", &threads.to_string()));
         for _ in 0..3 {

@@ -294,11 +294,14 @@ def main():
     ap.add_argument("--swap-only", action="store_true", help="run only the 5,000-rule rebuild phase")
     ap.add_argument("--buntime", default="target/release/buntime")
     ap.add_argument("--bare", default="target/release/examples/bare-proxy")
-    ap.add_argument("--out", default="benches/load/results.md")
+    ap.add_argument("--out", help="write the table here too (default: benches/load/results.md, "
+                    "except with --swap-only, which leaves the full run's table alone)")
     args = ap.parse_args()
     args.buntime, args.bare = os.path.abspath(args.buntime), os.path.abspath(args.bare)
     if args.swap_only and args.no_swap:
         raise SystemExit("--swap-only and --no-swap exclude each other")
+    if args.out is None and not args.swap_only:
+        args.out = "benches/load/results.md"
     for tool in ("nginx", "wrk", "h2load", args.buntime, args.bare):
         if not shutil.which(tool) and not os.access(tool, os.X_OK):
             raise SystemExit(f"missing {tool} (see benches/README.md)")
@@ -457,6 +460,8 @@ def report(rows, swap, args):
         ]
     text = "\n".join(lines) + "\n"
     print(text)
+    if args.out is None:
+        return
     with open(args.out, "w") as f:
         f.write(f"<!-- written by benches/load/run.py on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} -->\n")
         f.write(text)
