@@ -834,6 +834,63 @@ fn restart_keeps_the_rules(b: Backend) {
 }
 crate::on_both!(restart_keeps_the_rules);
 
+/// Rules stored with the same order (as another writer may leave them) go by id, and a
+/// write to one of them leaves every rule where it was.
+#[test]
+fn equal_orders_go_by_id_and_writes_keep_places() {
+    let gw = Gateway::start(Options::default().ready());
+    let rule = |id: &str, order: i64| json!({"type": "set", "key": ["proxy", "rules", id], "value": {"pattern": "^/same$", "target": "http://127.0.0.1:9", "order": order}});
+    let mut sets: Vec<Value> = [("b", 1), ("d", 0), ("a", 1), ("c", 0)]
+        .iter()
+        .map(|(id, order)| rule(id, *order))
+        .collect();
+    // The change marker: the other instances' (and this one's) sync notices the write.
+    sets.push(json!({"type": "set", "key": ["proxy", "changed"], "value": {"at": 1}}));
+    let r = gw.json(
+        "POST",
+        "/keyval/api/atomic",
+        &[],
+        &json!({"mutations": sets}),
+    );
+    assert_eq!(r.json()["ok"], true, "{r:?}");
+    let ids = |gw: &Gateway| -> Vec<String> {
+        rules(gw)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let expected = ["c", "d", "a", "b"];
+    let seen = eventually(Duration::from_secs(10), || {
+        let now = ids(&gw);
+        (now.len() == 4).then_some(now)
+    });
+    assert_eq!(seen.as_deref(), Some(&expected.map(String::from)[..]));
+    let matched = |gw: &Gateway| {
+        gw.json(
+            "POST",
+            &format!("{RULES}/test"),
+            &[],
+            &json!({"method": "GET", "path": "/same"}),
+        )
+        .json()["rule"]["id"]
+            .clone()
+    };
+    assert_eq!(matched(&gw), "c");
+    for id in ["c", "a"] {
+        let r = gw.send("PATCH", &format!("{RULES}/{id}/toggle"), &[], None);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(ids(&gw), expected.map(String::from));
+    // c and a are off: the first enabled rule is d.
+    assert_eq!(matched(&gw), "d");
+    let r = gw.send("DELETE", &format!("{RULES}/d"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(ids(&gw), ["c", "a", "b"].map(String::from));
+    assert_eq!(matched(&gw), "b");
+}
+
 #[test]
 fn hundreds_of_rules_all_load() {
     let gw = Gateway::start(Options::default().ready());

@@ -35,9 +35,19 @@ fn marker_key() -> Key {
 /// The dynamic rules as last read or written, and the marker version they match.
 #[derive(Default)]
 struct State {
-    rules: BTreeMap<String, (Arc<CompiledRule>, String)>,
+    rules: Dynamic,
     marker: Option<String>,
     loaded: bool,
+}
+
+/// The dynamic rules by id.
+type Dynamic = BTreeMap<String, Stored>;
+
+/// A dynamic rule and the versionstamp of the commit that last wrote it (a reload
+/// recompiles only the rules whose stamp changed).
+struct Stored {
+    rule: Arc<CompiledRule>,
+    stamp: String,
 }
 
 /// Counters the metrics plugin reads.
@@ -75,13 +85,13 @@ impl Statics {
     }
 }
 
-/// What a write wants to commit, and the dynamic rules afterwards.
+/// What a write wants to commit, and what it does to the dynamic rules: only the rules it
+/// names change, so a write costs the same with 10 dynamic rules as with 10,000.
 struct Plan<T> {
     checks: Vec<Check>,
     mutations: Vec<Mutation>,
-    /// Ids of the rules the mutations write (they get the commit's versionstamp).
-    written: Vec<String>,
-    after: BTreeMap<String, Arc<CompiledRule>>,
+    /// The rules the mutations write (`None`: deleted).
+    edits: Vec<(String, Option<Arc<CompiledRule>>)>,
     output: T,
 }
 
@@ -150,15 +160,23 @@ impl RuleStore {
                     continue;
                 };
                 // Unchanged rules keep their compiled form.
-                if let Some((rule, vs)) = st.rules.get(id).filter(|(_, vs)| *vs == e.versionstamp) {
-                    loaded.insert(id.clone(), (rule.clone(), vs.clone()));
+                if let Some(kept) = st.rules.get(id).filter(|s| s.stamp == e.versionstamp) {
+                    let rule = kept.rule.clone();
+                    loaded.insert(
+                        id.clone(),
+                        Stored {
+                            rule,
+                            stamp: e.versionstamp.clone(),
+                        },
+                    );
                     continue;
                 }
                 match stored_rule(id, &e.value)
                     .and_then(|r| CompiledRule::compile(r, &self.resolver))
                 {
                     Ok(c) => {
-                        loaded.insert(id.clone(), (Arc::new(c), e.versionstamp.clone()));
+                        let (rule, stamp) = (Arc::new(c), e.versionstamp.clone());
+                        loaded.insert(id.clone(), Stored { rule, stamp });
                     }
                     Err(why) => log::warn!("proxy: skipping stored rule {id}: {why}"),
                 }
@@ -180,10 +198,15 @@ impl RuleStore {
     /// thread: thousands of patterns take a while) and swaps it in whole.
     async fn publish_state(&self, st: &State) {
         let mut rules: Vec<Arc<CompiledRule>> = self.static_rules.load().rules.clone();
-        let mut sorted: Vec<Arc<CompiledRule>> =
-            st.rules.values().map(|(r, _)| r.clone()).collect();
-        sorted.sort_by(|a, b| (a.rule.order, &a.rule.id).cmp(&(b.rule.order, &b.rule.id)));
-        rules.extend(sorted);
+        // Dynamic rules go by order, then by id: the map is in id order and the sort is
+        // stable. Sorting on the order alone, held inline, compares no strings.
+        let mut dynamic: Vec<(i64, Arc<CompiledRule>)> = st
+            .rules
+            .values()
+            .map(|s| (s.rule.rule.order, s.rule.clone()))
+            .collect();
+        dynamic.sort_by_key(|(order, _)| *order);
+        rules.extend(dynamic.into_iter().map(|(_, rule)| rule));
         match crate::table::build_in_background(self.table.load_full(), rules).await {
             Ok(table) => {
                 self.table.store(Arc::new(table));
@@ -204,22 +227,14 @@ impl RuleStore {
     /// instance wrote in between, reloads and plans again.
     async fn write<T>(
         &self,
-        mut plan: impl FnMut(
-            &BTreeMap<String, Arc<CompiledRule>>,
-            &Statics,
-        ) -> Result<Plan<T>, ApiError>,
+        mut plan: impl FnMut(&Dynamic, &Statics) -> Result<Plan<T>, ApiError>,
     ) -> Result<T, ApiError> {
         let mut st = self.state.lock().await;
         if !st.loaded {
             self.reload(&mut st).await?;
         }
         for _ in 0..WRITE_ATTEMPTS {
-            let current: BTreeMap<String, Arc<CompiledRule>> = st
-                .rules
-                .iter()
-                .map(|(k, (r, _))| (k.clone(), r.clone()))
-                .collect();
-            let p = plan(&current, &self.static_rules.load())?;
+            let p = plan(&st.rules, &self.static_rules.load())?;
             let mut checks = p.checks;
             checks.push(Check {
                 key: marker_key(),
@@ -234,19 +249,17 @@ impl RuleStore {
             match self.kv.atomic(&checks, &mutations).await? {
                 Some(vs) => {
                     self.resolver.resolve_pending().await;
-                    let old = std::mem::take(&mut st.rules);
-                    st.rules = p
-                        .after
-                        .into_iter()
-                        .map(|(id, rule)| {
-                            // Rules this commit did not write keep their own versionstamps.
-                            let stamp = match old.get(&id) {
-                                Some((_, v)) if !p.written.contains(&id) => v.clone(),
-                                _ => vs.clone(),
-                            };
-                            (id, (rule, stamp))
-                        })
-                        .collect();
+                    for (id, edit) in p.edits {
+                        match edit {
+                            Some(rule) => {
+                                let stamp = vs.clone();
+                                st.rules.insert(id, Stored { rule, stamp });
+                            }
+                            None => {
+                                st.rules.remove(&id);
+                            }
+                        }
+                    }
                     st.marker = Some(vs);
                     self.publish_state(&st).await;
                     return Ok(p.output);
@@ -276,23 +289,20 @@ impl RuleStore {
                 .map_err(ApiError::bad_request)?;
             rule.order = current
                 .values()
-                .map(|r| r.rule.order)
+                .map(|s| s.rule.rule.order)
                 .max()
                 .map_or(0, |m| m + 1);
             let compiled = Arc::new(
                 CompiledRule::compile(rule.clone(), &self.resolver)
                     .map_err(ApiError::bad_request)?,
             );
-            let mut after = current.clone();
-            after.insert(id.clone(), compiled);
             Ok(Plan {
                 checks: vec![Check {
                     key: rule_key(&id),
                     versionstamp: None,
                 }],
                 mutations: vec![set_rule(&rule)],
-                written: vec![id],
-                after,
+                edits: vec![(id, Some(compiled))],
                 output: rule,
             })
         })
@@ -340,13 +350,10 @@ impl RuleStore {
                 CompiledRule::compile(rule.clone(), &self.resolver)
                     .map_err(ApiError::bad_request)?,
             );
-            let mut after = current.clone();
-            after.insert(id.to_string(), compiled);
             Ok(Plan {
                 checks: Vec::new(),
                 mutations: vec![set_rule(&rule)],
-                written: vec![id.to_string()],
-                after,
+                edits: vec![(id.to_string(), Some(compiled))],
                 output: rule,
             })
         })
@@ -356,13 +363,10 @@ impl RuleStore {
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
         self.write(|current, statics| {
             lookup(id, current, statics, "Cannot delete static rules")?;
-            let mut after = current.clone();
-            after.remove(id);
             Ok(Plan {
                 checks: Vec::new(),
                 mutations: vec![Mutation::Delete { key: rule_key(id) }],
-                written: Vec::new(),
-                after,
+                edits: vec![(id.to_string(), None)],
                 output: (),
             })
         })
@@ -382,23 +386,22 @@ impl RuleStore {
                     "ids must include all dynamic rule IDs",
                 ));
             }
-            let mut after = BTreeMap::new();
+            let mut edits = Vec::new();
             let mut mutations = Vec::new();
             let mut out = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                let mut rule = current[id].rule.clone();
+                let mut rule = current[id].rule.rule.clone();
                 rule.order = i as i64;
                 mutations.push(set_rule(&rule));
                 let compiled = CompiledRule::compile(rule.clone(), &self.resolver)
                     .map_err(ApiError::bad_request)?;
-                after.insert(id.clone(), Arc::new(compiled));
+                edits.push((id.clone(), Some(Arc::new(compiled))));
                 out.push(rule);
             }
             Ok(Plan {
                 checks: Vec::new(),
                 mutations,
-                written: ids.to_vec(),
-                after,
+                edits,
                 output: out,
             })
         })
@@ -409,15 +412,16 @@ impl RuleStore {
 /// A dynamic rule by id: 403 for a static one, 404 for none.
 fn lookup<'a>(
     id: &str,
-    current: &'a BTreeMap<String, Arc<CompiledRule>>,
+    current: &'a Dynamic,
     statics: &Statics,
     static_error: &str,
-) -> Result<&'a Arc<CompiledRule>, ApiError> {
+) -> Result<&'a CompiledRule, ApiError> {
     if statics.has(id) {
         return Err(ApiError::forbidden(static_error));
     }
     current
         .get(id)
+        .map(|s| &*s.rule)
         .ok_or_else(|| ApiError::not_found("Rule not found"))
 }
 
