@@ -1,7 +1,8 @@
 //! Rule matching cost (SPEC 4.2: pattern-set passes over an ArcSwap snapshot, one per 512
 //! rules) for 10, 1,000 and 10,000 rules, and the cost of rebuilding and swapping a
 //! 5,000-rule table: from scratch, after the last rule changed and after a rule near the
-//! front was disabled (unchanged chunks reused), and the first match after a change.
+//! front was disabled (unchanged chunks reused), after the one dynamic rule behind 5,000
+//! static ones changed (an API write), and the first match after a change.
 //! Run: `cargo bench --bench rules`.
 
 use std::hint::black_box;
@@ -82,6 +83,26 @@ fn rebuild(c: &mut Criterion) {
     g.bench_function(
         "5000_rules_one_disabled_near_the_front_rebuild_and_swap",
         |b| b.iter(|| live.store(Arc::new(before.rebuild(early.clone()).unwrap()))),
+    );
+    // An API write with 5,000 static rules: the dynamic rules have chunks of their own.
+    let statics: Vec<Arc<CompiledRule>> = compiled
+        .iter()
+        .map(|r| {
+            let mut own = r.rule.clone();
+            own.readonly = true;
+            Arc::new(CompiledRule::compile(own, &resolver).unwrap())
+        })
+        .collect();
+    let with_dynamic = |rule: Arc<CompiledRule>| {
+        let mut all = statics.clone();
+        all.push(rule);
+        all
+    };
+    let before_api = Arc::new(RuleTable::build(with_dynamic(compiled[0].clone())).unwrap());
+    let after_api = with_dynamic(rules(1, &resolver).remove(0));
+    g.bench_function(
+        "5000_static_rules_the_dynamic_one_changed_rebuild_and_swap",
+        |b| b.iter(|| live.store(Arc::new(before_api.rebuild(after_api.clone()).unwrap()))),
     );
     // What the first request after that write pays: a path that no rule matches runs
     // through every chunk, the rebuilt one cold (its automaton has seen no input).
