@@ -45,6 +45,7 @@ type Dynamic = BTreeMap<String, Stored>;
 
 /// A dynamic rule and the versionstamp of the commit that last wrote it (a reload
 /// recompiles only the rules whose stamp changed).
+#[derive(Clone)]
 struct Stored {
     rule: Arc<CompiledRule>,
     stamp: String,
@@ -161,14 +162,7 @@ impl RuleStore {
                 };
                 // Unchanged rules keep their compiled form.
                 if let Some(kept) = st.rules.get(id).filter(|s| s.stamp == e.versionstamp) {
-                    let rule = kept.rule.clone();
-                    loaded.insert(
-                        id.clone(),
-                        Stored {
-                            rule,
-                            stamp: e.versionstamp.clone(),
-                        },
-                    );
+                    loaded.insert(id.clone(), kept.clone());
                     continue;
                 }
                 match stored_rule(id, &e.value)

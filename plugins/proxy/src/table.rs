@@ -93,7 +93,7 @@ impl RuleTable {
 
     /// A table for `rules` that shares the chunks of `self` that did not change.
     pub fn rebuild(&self, rules: Vec<Arc<CompiledRule>>) -> Result<RuleTable, String> {
-        // References: a write touches no reference count of the rules it leaves alone.
+        // References: the rules of the chunks reused keep their reference counts untouched.
         let active: Vec<&Arc<CompiledRule>> = rules.iter().filter(|r| r.rule.enabled).collect();
         let chunks = cut(&active)
             .into_iter()
