@@ -30,6 +30,17 @@ fn rules(gw: &Gateway) -> Value {
     gw.get(RULES).json()
 }
 
+/// What `/rules/test` says of a GET of `path`.
+fn tested(gw: &Gateway, path: &str) -> Value {
+    gw.json(
+        "POST",
+        &format!("{RULES}/test"),
+        &[],
+        &json!({"method": "GET", "path": path}),
+    )
+    .json()
+}
+
 /// A config with one static rule.
 fn with_static(target: &str) -> Options {
     Options::default().config(&format!(
@@ -328,16 +339,7 @@ fn create_update_toggle_reorder_delete() {
     assert_eq!(list[0]["readonly"], true);
 
     // /x goes to the first rule; after reordering, to the second.
-    let which = |gw: &Gateway| {
-        gw.json(
-            "POST",
-            &format!("{RULES}/test"),
-            &[],
-            &json!({"method": "GET", "path": "/x"}),
-        )
-        .json()["rule"]["id"]
-            .clone()
-    };
+    let which = |gw: &Gateway| tested(gw, "/x")["rule"]["id"].clone();
     assert_eq!(which(&gw), a["id"]);
     let r = gw.json(
         "PUT",
@@ -395,15 +397,7 @@ fn create_update_toggle_reorder_delete() {
 #[test]
 fn test_endpoint_and_rewrites() {
     let gw = Gateway::start(Options::default().ready());
-    let t = |path: &str| {
-        gw.json(
-            "POST",
-            &format!("{RULES}/test"),
-            &[],
-            &json!({"method": "GET", "path": path}),
-        )
-        .json()
-    };
+    let t = |path: &str| tested(&gw, path);
     created(
         &gw,
         json!({"pattern": "^/api(/.*)?$", "target": "http://127.0.0.1:9/base", "rewrite": "/v1$1"}),
@@ -867,16 +861,7 @@ fn equal_orders_go_by_id_and_writes_keep_places() {
         (now.len() == 4).then_some(now)
     });
     assert_eq!(seen.as_deref(), Some(&expected.map(String::from)[..]));
-    let matched = |gw: &Gateway| {
-        gw.json(
-            "POST",
-            &format!("{RULES}/test"),
-            &[],
-            &json!({"method": "GET", "path": "/same"}),
-        )
-        .json()["rule"]["id"]
-            .clone()
-    };
+    let matched = |gw: &Gateway| tested(gw, "/same")["rule"]["id"].clone();
     assert_eq!(matched(&gw), "c");
     for id in ["c", "a"] {
         let r = gw.send("PATCH", &format!("{RULES}/{id}/toggle"), &[], None);
@@ -913,15 +898,7 @@ fn hundreds_of_rules_all_load() {
     let again = Gateway::start(opts);
     assert_eq!(rules(&again).as_array().unwrap().len(), 600);
     for id in ["bulk0", "bulk511", "bulk512", "bulk599"] {
-        let t = again
-            .json(
-                "POST",
-                &format!("{RULES}/test"),
-                &[],
-                &json!({"method": "GET", "path": format!("/{id}")}),
-            )
-            .json();
-        assert_eq!(t["rule"]["id"], id);
+        assert_eq!(tested(&again, &format!("/{id}"))["rule"]["id"], id);
     }
 }
 

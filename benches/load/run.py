@@ -221,16 +221,17 @@ def fixed_rate_log(url, headers, rate, duration, tmp):
     return samples
 
 
+def percentile(lat, p):
+    """The p-quantile of sorted, non-empty latencies."""
+    return lat[min(len(lat) - 1, int(len(lat) * p))]
+
+
 def latency_summary(samples):
     lat = sorted(s[1] for s in samples)
     errors = sum(1 for s in samples if not s[2])
     if not lat:
         return {"requests": 0, "p50": float("nan"), "p99": float("nan"), "errors": errors}
-
-    def pct(p):
-        return lat[min(len(lat) - 1, int(len(lat) * p))]
-
-    return {"requests": len(lat), "p50": pct(0.50), "p99": pct(0.99), "errors": errors}
+    return {"requests": len(lat), "p50": percentile(lat, 0.50), "p99": percentile(lat, 0.99), "errors": errors}
 
 
 def fixed_rate(url, headers, rate, duration, tmp):
@@ -446,8 +447,7 @@ def window_spread(samples, start, draws=200):
         return None
 
     def p99(drawn):
-        lat = sorted(x for w in drawn for x in w)
-        return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        return percentile(sorted(x for w in drawn for x in w), 0.99)
 
     rng = random.Random(9)  # the same draws for the same samples
     ratios = sorted(p99(rng.choices(busy, k=len(busy))) / p99(rng.choices(quiet, k=len(quiet)))
