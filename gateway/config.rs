@@ -23,6 +23,7 @@ const SERVER_KEYS: &[(&str, &str)] = &[
     ("logLevel", "RUNTIME_LOG_LEVEL"),
     ("logFormat", "RUNTIME_LOG_FORMAT"),
     ("accessLog", "RUNTIME_ACCESS_LOG"),
+    ("preserveHeaderCase", "RUNTIME_PRESERVE_HEADER_CASE"),
     ("dataDir", "RUNTIME_DATA_DIR"),
     ("masterKey", "RUNTIME_MASTER_KEY"),
     ("threads", "RUNTIME_THREADS"),
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub log_level: log::LevelFilter,
     pub log_format: LogFormat,
     pub access_log: bool,
+    /// Send client header names upstream in the case they came in (HTTP/1), at Pingora's
+    /// per-header cost; off, they go in lower case (`headers::set_upstream`).
+    pub preserve_header_case: bool,
     pub data_dir: PathBuf,
     pub master_key: Option<String>,
     pub threads: usize,
@@ -254,6 +258,7 @@ fn server_config(
         }
     };
     let access_log = s.bool("accessLog", problems).unwrap_or(true);
+    let preserve_header_case = s.bool("preserveHeaderCase", problems).unwrap_or(false);
     let data_dir = s
         .string("dataDir", problems)
         .filter(|d| !d.trim().is_empty())
@@ -289,6 +294,7 @@ fn server_config(
         log_level,
         log_format,
         access_log,
+        preserve_header_case,
         data_dir,
         master_key,
         threads,
@@ -510,6 +516,7 @@ mod tests {
         assert_eq!(c.server.pool_size, 100);
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
         assert!(c.server.access_log);
+        assert!(!c.server.preserve_header_case);
         assert!(c.server.master_key.is_none());
     }
 
@@ -517,18 +524,27 @@ mod tests {
     fn env_wins_over_file() {
         let c = load(
             Some("server: {port: 9000, apiPrefix: /x, pluginDirs: []}"),
-            &[("PORT", "9100"), ("RUNTIME_API_PREFIX", "/_/")],
+            &[
+                ("PORT", "9100"),
+                ("RUNTIME_API_PREFIX", "/_/"),
+                ("RUNTIME_PRESERVE_HEADER_CASE", "true"),
+            ],
         )
         .unwrap();
         assert_eq!(c.server.port, 9100);
         assert_eq!(c.server.api_base, "/_/api");
+        assert!(c.server.preserve_header_case);
     }
 
     #[test]
     fn every_problem_is_listed_with_its_name() {
         let err = load(
             Some("server: {port: 0, logLevel: loud, bogus: 1, pluginDirs: []}\nplugins: {gateway: {corz: 1}, nope: {}}\nextra: 1"),
-            &[("RUNTIME_SHUTDOWN_GRACE", "soon"), ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,proxy")],
+            &[
+                ("RUNTIME_SHUTDOWN_GRACE", "soon"),
+                ("GATEWAY_TRUSTED_PROXIES", "10.0.0.0/8,proxy"),
+                ("RUNTIME_PRESERVE_HEADER_CASE", "sometimes"),
+            ],
         )
         .unwrap_err();
         let text = err.to_string();
@@ -542,6 +558,8 @@ mod tests {
             "RUNTIME_SHUTDOWN_GRACE",
             "\"soon\"",
             "GATEWAY_TRUSTED_PROXIES",
+            "RUNTIME_PRESERVE_HEADER_CASE",
+            "\"sometimes\"",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

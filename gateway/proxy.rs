@@ -36,9 +36,14 @@ const KEEPALIVE_IDLE_SECS: u64 = 60;
 const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
 const MAX_REQUEST_ID: usize = 200;
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+// Statics: `headers::set_upstream` takes the names it sets by `&'static` reference.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED_FOR: HeaderName = X_FORWARDED_FOR;
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_IDENTITY: HeaderName = HeaderName::from_static("x-identity");
+static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
 
 pub struct Gateway {
     pub shared: Arc<Shared>,
@@ -265,7 +270,7 @@ impl ProxyHttp for Gateway {
         }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
-        let id = (X_REQUEST_ID, ctx.request_id.clone(), false);
+        let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);
         headers::add(upstream_response, extra.into_iter().chain([id]))
     }
 
@@ -629,7 +634,7 @@ impl Gateway {
             .headers
             .into_iter()
             .map(|(name, value)| (name, value, false));
-        let id = (X_REQUEST_ID, ctx.request_id.clone(), false);
+        let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);
         headers::add(&mut h, own.chain(extra).chain([id]))?;
         let bodiless = matches!(resp.status.as_u16(), 204 | 304);
         if !bodiless {
@@ -670,24 +675,17 @@ impl Gateway {
                 .unwrap_or_else(|_| peer_text.clone()),
             None => peer_text.clone(),
         };
-        up.insert_header("x-forwarded-for", xff)?;
         let real_ip = if ctx.client_ip == peer {
             peer_text
         } else {
             ip_header(ctx.client_ip)
         };
-        up.insert_header("x-real-ip", real_ip)?;
         let proto = incoming(&X_FORWARDED_PROTO)
             .cloned()
             .unwrap_or(HeaderValue::from_static("http"));
-        up.insert_header("x-forwarded-proto", proto)?;
         let host = incoming(&X_FORWARDED_HOST)
             .or_else(|| session.req_header().headers.get(http::header::HOST))
             .cloned();
-        if let Some(host) = host {
-            up.insert_header("x-forwarded-host", host)?;
-        }
-        up.insert_header("x-request-id", ctx.request_id.clone())?;
         let spoofable: Vec<String> = up
             .headers
             .keys()
@@ -698,13 +696,22 @@ impl Gateway {
         for name in spoofable {
             up.remove_header(&name);
         }
-        if let Some(id) = &ctx.identity {
-            up.insert_header("x-identity", id.header.clone())?;
-            if let Some(sub) = &id.subject_header {
-                up.insert_header("x-auth-subject", sub.clone())?;
-            }
-        }
-        Ok(())
+        let identity = ctx.identity.as_deref();
+        headers::set_upstream(
+            up,
+            self.shared.server.preserve_header_case,
+            [
+                Some((&FORWARDED_FOR, xff)),
+                Some((&X_REAL_IP, real_ip)),
+                Some((&X_FORWARDED_PROTO, proto)),
+                host.map(|h| (&X_FORWARDED_HOST, h)),
+                Some((&X_REQUEST_ID, ctx.request_id.clone())),
+                identity.map(|id| (&X_IDENTITY, id.header.clone())),
+                identity
+                    .and_then(|id| id.subject_header.clone())
+                    .map(|s| (&X_AUTH_SUBJECT, s)),
+            ],
+        )
     }
 }
 
@@ -839,7 +846,7 @@ fn is_websocket(req: &RequestHeader) -> bool {
 
 /// Keeps a sane incoming `x-request-id`, else makes a UUID v4.
 fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = req.headers.get(X_REQUEST_ID) {
+    if let Some(v) = req.headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| c.is_ascii_graphic()) {
             return v.clone();

@@ -549,6 +549,41 @@ fn header_names_keep_their_case() {
     assert!(mixed.contains("\r\nX-Upstream-Case: Mixed\r\n"), "{mixed}");
 }
 
+/// Client header names go upstream in lower case (bar the dozen Pingora titles itself),
+/// unless RUNTIME_PRESERVE_HEADER_CASE keeps the client's case; the gateway's own names
+/// are lower case either way.
+#[test]
+fn client_header_names_upstream() {
+    let up = Upstream::http();
+    for (preserve, expected) in [
+        ("false", ["Host", "user-agent", "x-client-thing"]),
+        ("true", ["Host", "User-Agent", "X-Client-Thing"]),
+    ] {
+        let gw = Gateway::start(
+            Options::default()
+                .env("RUNTIME_PRESERVE_HEADER_CASE", preserve)
+                .ready(),
+        );
+        created(&gw, json!({"pattern": "^/case(/.*)?$", "target": up.url()}));
+        let out = common::raw(
+            gw.port,
+            b"GET /case/x HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nX-Client-Thing: 1\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let names = up.last().names;
+        for name in expected
+            .iter()
+            .chain(&["x-forwarded-for", "x-real-ip", "x-request-id"])
+        {
+            assert!(
+                names.iter().any(|n| n == name),
+                "{name} ({preserve}) in {names:?}"
+            );
+        }
+    }
+}
+
 /// X-Forwarded-* from a trusted proxy are kept (X-Forwarded-For extended); from anyone
 /// else they are replaced.
 #[test]

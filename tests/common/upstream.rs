@@ -15,6 +15,8 @@ pub struct Seen {
     pub method: String,
     pub url: String,
     pub headers: HashMap<String, String>,
+    /// Header names in the case they arrived in, in order.
+    pub names: Vec<String>,
     pub body: Vec<u8>,
 }
 
@@ -113,6 +115,11 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
         method: req.method().as_str().to_string(),
         url: url.clone(),
         headers: headers.clone(),
+        names: req
+            .headers()
+            .iter()
+            .map(|h| h.field.as_str().to_string())
+            .collect(),
         body: body.clone(),
     };
     log.lock().unwrap().push(seen);
