@@ -40,7 +40,6 @@ const MAX_REQUEST_ID: usize = 200;
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED_FOR: HeaderName = X_FORWARDED_FOR;
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_IDENTITY: HeaderName = HeaderName::from_static("x-identity");
 static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
@@ -701,7 +700,7 @@ impl Gateway {
             up,
             self.shared.server.preserve_header_case,
             [
-                Some((&FORWARDED_FOR, xff)),
+                Some((&X_FORWARDED_FOR, xff)),
                 Some((&X_REAL_IP, real_ip)),
                 Some((&X_FORWARDED_PROTO, proto)),
                 host.map(|h| (&X_FORWARDED_HOST, h)),

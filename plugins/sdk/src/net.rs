@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-/// Prebuilt, so that looking it up does not parse the name on every request.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Prebuilt, so that looking it up does not parse the name on every request; a static, so
+/// that the gateway can set it by `&'static` reference (`headers::set_upstream`).
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -44,7 +45,7 @@ impl TrustedProxies {
             return peer;
         }
         headers
-            .get(X_FORWARDED_FOR)
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|first| first.trim().parse::<IpAddr>().ok())
@@ -75,7 +76,10 @@ mod tests {
 
     fn forwarded(value: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, http::HeaderValue::from_static(value));
+        h.insert(
+            X_FORWARDED_FOR.clone(),
+            http::HeaderValue::from_static(value),
+        );
         h
     }
 
