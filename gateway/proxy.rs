@@ -13,6 +13,7 @@ use buntime_workers::{Address, App, AppManifest, Lease, Unavailable};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -125,6 +126,11 @@ impl ProxyHttp for Gateway {
             _inflight: self.shared.lifecycle.enter(),
         }
     }
+
+    /// None. Pingora's default adds its response-compression module switched off (level 0),
+    /// which the gateway never turns on; it still cost each request an allocation and a
+    /// call in every phase (benches/README.md).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if session.get_keepalive() == Some(0) {
