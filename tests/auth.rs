@@ -404,6 +404,27 @@ fn a_cached_token_still_expires() {
 }
 
 #[test]
+fn a_cached_token_answers_for_itself_only() {
+    let s = setup(&[]);
+    let ann = mint(Algorithm::HS256, json!({"sub": "ann", "exp": now() + 300}));
+    let bob = mint(Algorithm::HS256, json!({"sub": "bob", "exp": now() + 300}));
+    for (token, sub) in [(&ann, "ann"), (&bob, "bob"), (&ann, "ann"), (&bob, "bob")] {
+        assert_eq!(call(&s.gw, token).status, 200);
+        assert_eq!(s.up.last().headers["x-auth-subject"], sub);
+    }
+    // The cached token with the first character of its signature changed: checked afresh.
+    let sig = ann.rfind('.').unwrap() + 1;
+    let mut tampered = ann.clone();
+    let other = if ann[sig..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(sig..sig + 1, other);
+    assert_eq!(reason(&call(&s.gw, &tampered)), "bad_signature");
+}
+
+#[test]
 fn rate_limit_by_claim() {
     let s = setup(&[
         ("GATEWAY_RATE_LIMIT_REQUESTS", "2"),
