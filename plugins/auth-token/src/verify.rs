@@ -84,9 +84,11 @@ pub struct Verifier {
     pub config: ArcSwap<AuthConfig>,
     pub jwks: ArcSwap<Vec<JwkKey>>,
     pub jwks_loaded: AtomicBool,
-    /// Keyed by the whole token. The cache's own hasher (foldhash) is seeded per process,
-    /// so nobody can aim tokens at one slot, and over a token of ~150 bytes it runs about
-    /// 90 instructions where std's SipHash ran about 460 (benches/README.md).
+    /// Keyed by the whole token, hashed by the cache's own hasher (foldhash): over a token
+    /// of ~150 bytes about 90 instructions, where std's SipHash ran about 460
+    /// (benches/README.md). foldhash does not claim to resist chosen collisions, and need
+    /// not here: only tokens whose signature verified are ever inserted, so nobody without
+    /// a key can fill the table with colliding entries.
     cache: quick_cache::sync::Cache<Box<str>, Arc<Cached>>,
     failures: [AtomicU64; 9],
     /// Set when a token names a kid the JWKS does not have.
