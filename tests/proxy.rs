@@ -388,6 +388,12 @@ fn create_update_toggle_reorder_delete() {
             .json()["enabled"],
         true
     );
+    // Back on, it matches again and still adds its headers (a toggle keeps what was
+    // compiled).
+    assert_eq!(which(&gw), json!("second"));
+    assert_eq!(gw.get("/x").status, 200);
+    assert_eq!(up.last().headers["x-extra"], "1");
+    assert_eq!(gw.get(&format!("{RULES}/second")).json()["enabled"], true);
     let d = gw.send("DELETE", &format!("{RULES}/second"), &[], None);
     assert_eq!(d.json(), json!({"success": true}));
     assert_eq!(gw.get(&format!("{RULES}/second")).status, 404);

@@ -314,18 +314,19 @@ impl RuleStore {
             return Err(ApiError::bad_request("Rule id cannot be changed"));
         }
         self.change(id, "Cannot modify static rules", |old| {
-            old.clone()
+            let rule = old
+                .rule
+                .clone()
                 .with_fields(body, true)
-                .map_err(ApiError::bad_request)
+                .map_err(ApiError::bad_request)?;
+            CompiledRule::compile(rule, &self.resolver).map_err(ApiError::bad_request)
         })
         .await
     }
 
     pub async fn toggle(&self, id: &str) -> Result<Rule, ApiError> {
         self.change(id, "Cannot modify static rules", |old| {
-            let mut r = old.clone();
-            r.enabled = !r.enabled;
-            Ok(r)
+            Ok(old.with_enabled(!old.rule.enabled))
         })
         .await
     }
@@ -335,15 +336,12 @@ impl RuleStore {
         &self,
         id: &str,
         static_error: &str,
-        edit: impl Fn(&Rule) -> Result<Rule, ApiError>,
+        edit: impl Fn(&CompiledRule) -> Result<CompiledRule, ApiError>,
     ) -> Result<Rule, ApiError> {
         self.write(|current, statics| {
             let old = lookup(id, current, statics, static_error)?;
-            let rule = edit(&old.rule)?;
-            let compiled = Arc::new(
-                CompiledRule::compile(rule.clone(), &self.resolver)
-                    .map_err(ApiError::bad_request)?,
-            );
+            let compiled = Arc::new(edit(old)?);
+            let rule = compiled.rule.clone();
             Ok(Plan {
                 checks: Vec::new(),
                 mutations: vec![set_rule(&rule)],
