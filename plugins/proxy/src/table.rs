@@ -94,7 +94,10 @@ impl RuleTable {
     /// A table for `rules` that shares the chunks of `self` that did not change.
     pub fn rebuild(&self, rules: Vec<Arc<CompiledRule>>) -> Result<RuleTable, String> {
         // References: the rules of the chunks reused keep their reference counts untouched.
-        let active: Vec<&Arc<CompiledRule>> = rules.iter().filter(|r| r.rule.enabled).collect();
+        // Sized up front: collected from a filter, 5,000 rules took a dozen reallocations
+        // and copies, a fifth of a rebuild's instructions (benches/README.md).
+        let mut active: Vec<&Arc<CompiledRule>> = Vec::with_capacity(rules.len());
+        active.extend(rules.iter().filter(|r| r.rule.enabled));
         let chunks = cut(&active)
             .into_iter()
             .map(|part| match self.chunks.iter().find(|c| c.holds(part)) {
