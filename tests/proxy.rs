@@ -862,10 +862,21 @@ fn restart_keeps_the_rules(b: Backend) {
         &env.gw,
         json!({"id": "kept", "pattern": "^/kept", "target": up.url()}),
     );
+    // A toggle is stored too, not only the table swapped.
+    created(
+        &env.gw,
+        json!({"id": "off", "pattern": "^/off", "target": up.url()}),
+    );
+    let r = env
+        .gw
+        .send("PATCH", &format!("{RULES}/off/toggle"), &[], None);
+    assert_eq!(r.json()["enabled"], false, "{r:?}");
     env.gw.stop();
     let again = Gateway::start(env.same_database());
     assert_eq!(again.get(&format!("{RULES}/kept")).status, 200);
     assert_eq!(again.get("/kept").status, 200);
+    assert_eq!(again.get(&format!("{RULES}/off")).json()["enabled"], false);
+    assert_eq!(tested(&again, "/off")["matched"], false);
 }
 crate::on_both!(restart_keeps_the_rules);
 

@@ -409,10 +409,10 @@ def swap_phase(procs, args, tmp, up_port, headers):
 
     def toggler(stop):
         # This thread shares its CPU with h2load, which times the requests: at normal
-        # priority its own HTTP client work (urllib: 0.6-1.8 ms of CPU a toggle) delayed h2load in the
-        # busy windows only. The same client sending GETs to the upstream instead, with no
-        # gateway work at all, read 0.95-1.27x (benches/README.md). At nice 19 it runs in
-        # the time h2load leaves; the gateway's side of a toggle is unchanged.
+        # priority its own HTTP client work (urllib: 0.6-1.8 ms of CPU a toggle) delayed
+        # h2load in the busy windows only. The same client sending GETs to the upstream
+        # instead, with no gateway work at all, read 0.95-1.27x (benches/README.md). At
+        # nice 19 it runs in the time h2load leaves; the gateway's side is unchanged.
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while not stop.is_set():
             now = time.time()
