@@ -132,7 +132,9 @@ impl Limiter {
         let rate = self.rate(window);
         let key = (scope, client);
         let count = rate.observe(&key, 1).max(0) as u64;
-        let elapsed = rate.rate_with(&key, |c| c.current_interval_fraction);
+        // How far the window is along is the same for every key; asked with the key, the
+        // sketch would hash it 8 more times and read 8 of its counters at random.
+        let elapsed = rate.rate_with(&(), |c| c.current_interval_fraction);
         let reset = ((1.0 - elapsed) * window.as_secs_f64()).ceil().max(1.0) as u64;
         let allowed = count <= limit;
         self.counters.total.fetch_add(1, Ordering::Relaxed);
@@ -289,6 +291,23 @@ mod tests {
         );
         assert!(l.check("rule:a", ip, 3, MINUTE).allowed);
         assert_eq!(l.counters.blocked.load(Ordering::Relaxed), 1);
+    }
+
+    /// `reset` counts down to the end of the window the client's requests fall in.
+    #[test]
+    fn reset_counts_down_within_the_window() {
+        let l = Limiter::default();
+        let window = Duration::from_secs(10);
+        let ip = Client::Ip("10.0.0.3".parse().unwrap());
+        assert_eq!(l.check("", ip, 5, window).reset, 10);
+        std::thread::sleep(Duration::from_secs(2));
+        let d = l.check("", ip, 5, window);
+        assert_eq!(d.remaining, 3, "still the same window");
+        assert!(
+            (1..=8).contains(&d.reset),
+            "2 s into a 10 s window: {}",
+            d.reset
+        );
     }
 
     #[test]
