@@ -99,10 +99,13 @@ enum Next {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    /// Boxed: Pingora keeps the context by value in the future it makes for each request,
+    /// in several of its states, and copies that whole future into place as a request
+    /// starts. A pointer there instead of the 400 bytes of `Ctx` (benches/README.md).
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx {
             start: Instant::now(),
             request_id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -124,7 +127,7 @@ impl ProxyHttp for Gateway {
             failed_worker: None,
             app_error: None,
             _inflight: self.shared.lifecycle.enter(),
-        }
+        })
     }
 
     /// None. Pingora's default adds its response-compression module switched off (level 0),
@@ -132,7 +135,7 @@ impl ProxyHttp for Gateway {
     /// call in every phase (benches/README.md).
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         }
@@ -147,7 +150,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let next = self.admit(session.req_header(), ctx);
         match next {
             None => Ok(false),
@@ -174,7 +177,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         ctx.upstream_start.get_or_insert_with(Instant::now);
         if ctx.app.is_some() {
             return self.app_peer(ctx).await;
@@ -195,7 +202,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut Ctx,
+        _ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -215,7 +222,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(lease) = ctx.lease.take() {
@@ -232,7 +239,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.forwarding_headers(session, upstream, ctx)?;
         if let Some(rule) = &ctx.rule {
@@ -249,7 +256,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Upgraded (WebSocket) bytes pass through this filter too; they are not a body.
         if session.was_upgraded() {
@@ -268,7 +275,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_time.get_or_insert(start.elapsed());
@@ -279,7 +286,12 @@ impl ProxyHttp for Gateway {
         headers::add(upstream_response, extra.into_iter().chain([id]))
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         if let Some(sent) = session.response_written() {
             // The header already went out; all we can do is close.
             return FailToProxy {
@@ -316,7 +328,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    async fn logging(
+        &self,
+        session: &mut Session,
+        e: Option<&pingora::Error>,
+        ctx: &mut Self::CTX,
+    ) {
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(lease) = &ctx.lease
@@ -356,7 +373,7 @@ impl ProxyHttp for Gateway {
         });
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
         // Answers we chose (413, an unavailable app: logged where decided) and clients
         // hanging up are not server errors.
         matches!(error.etype(), HTTPStatus(_)) || matches!(error.esource(), ErrorSource::Downstream)
