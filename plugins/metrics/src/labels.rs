@@ -97,17 +97,18 @@ impl<T> RouteLabels<T> {
     }
 }
 
-/// `GET` .. `PATCH`, `OPTIONS`, else `OTHER`.
-pub fn method(m: &http::Method) -> &'static str {
+/// `GET` .. `PATCH`, `OPTIONS`, else `OTHER`, and its place in that list (a key that
+/// needs no hashing).
+pub fn method(m: &http::Method) -> (u8, &'static str) {
     match *m {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        http::Method::GET => (0, "GET"),
+        http::Method::HEAD => (1, "HEAD"),
+        http::Method::POST => (2, "POST"),
+        http::Method::PUT => (3, "PUT"),
+        http::Method::PATCH => (4, "PATCH"),
+        http::Method::DELETE => (5, "DELETE"),
+        http::Method::OPTIONS => (6, "OPTIONS"),
+        _ => (7, "OTHER"),
     }
 }
 
@@ -141,8 +142,9 @@ mod tests {
         assert_eq!(of(&RouteKind::None), "none");
         assert_eq!(
             method(&http::Method::from_bytes(b"PROPFIND").unwrap()),
-            "OTHER"
+            (7, "OTHER")
         );
+        assert_eq!(method(&http::Method::PATCH), (4, "PATCH"));
     }
 
     #[test]

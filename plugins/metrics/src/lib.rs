@@ -17,7 +17,8 @@ use buntime_plugin_sdk::{
 use bytes::Bytes;
 use prometheus::proto::MetricType;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub use callback::Samples;
@@ -58,14 +59,20 @@ pub struct Metrics {
     routes: RouteLabels<RouteSeries>,
 }
 
-/// A route's label and the handles of its per-route histograms, resolved once.
+/// A route's label and the handles of its per-route series, resolved once.
 struct RouteSeries {
     label: String,
     duration: Histogram,
     /// Made at the route's first upstream exchange: a labelled series appears only after
     /// its first event.
     upstream: OnceLock<Histogram>,
+    /// `buntime_http_requests_total` of this route's first method and status pairs.
+    requests: [OnceLock<(u32, IntCounter)>; REQUEST_SLOTS],
 }
+
+/// Method and status pairs per route whose counter is kept at hand. A route sees a few
+/// (GET 200, 304, 404, POST 201, ...); later pairs are looked up in the family.
+const REQUEST_SLOTS: usize = 8;
 
 impl Metrics {
     pub fn new(buckets: Vec<f64>) -> prometheus::Result<Metrics> {
@@ -132,13 +139,10 @@ impl Metrics {
             label: label.to_string(),
             duration: self.duration.with_label_values(&[label]),
             upstream: OnceLock::new(),
+            requests: Default::default(),
         });
         let route = series.label.as_str();
-        let mut status_buf = [0u8; 3];
-        let status = status_text(&mut status_buf, r.status);
-        self.requests
-            .with_label_values(&[route, labels::method(r.method), status])
-            .inc();
+        self.count_request(&series, r.method, r.status);
         series.duration.observe(r.duration.as_secs_f64());
         if let Some(up) = r.upstream {
             series
@@ -152,6 +156,28 @@ impl Metrics {
         if r.rate_limited {
             self.rate_limited.with_label_values(&[route]).inc();
         }
+    }
+
+    /// Counts a request in its route's slot for its method and status: lock-free once the
+    /// slot is filled. The family's own lookup hashes the three labels and takes its lock.
+    fn count_request(&self, series: &RouteSeries, method: &http::Method, status: u16) {
+        let (index, method) = labels::method(method);
+        let key = (u32::from(index) << 16) | u32::from(status);
+        let make = || {
+            let mut buf = [0u8; 3];
+            let status = status_text(&mut buf, status);
+            self.requests
+                .with_label_values(&[series.label.as_str(), method, status])
+        };
+        for slot in &series.requests {
+            // An empty slot takes this pair, or the pair of a thread that fills it first.
+            let (k, counter) = slot.get_or_init(|| (key, make()));
+            if *k == key {
+                counter.inc();
+                return;
+            }
+        }
+        make().inc();
     }
 
     /// A family read at scrape time from counters kept elsewhere.
@@ -300,6 +326,40 @@ mod tests {
         assert_eq!(status_text(&mut b, 200), "200");
         assert_eq!(status_text(&mut b, 0), "000");
         assert_eq!(status_text(&mut b, 504), "504");
+    }
+
+    /// Pairs past the kept slots, and pairs that differ by method only, count apart.
+    #[test]
+    fn every_method_and_status_counts_apart() {
+        let m = Metrics::new(vec![0.1]).unwrap();
+        let route = RouteKind::Rule("r1".into());
+        let record = |method: &http::Method, status: u16| {
+            m.record(&RequestRecord {
+                route: &route,
+                method,
+                status,
+                duration: Duration::from_millis(1),
+                upstream: None,
+                upstream_error: None,
+                rate_limited: false,
+            })
+        };
+        for _ in 0..2 {
+            for status in 200..212 {
+                record(&http::Method::GET, status);
+            }
+            record(&http::Method::POST, 200);
+        }
+        let text = String::from_utf8(m.render().to_vec()).unwrap();
+        for status in 200..212 {
+            let line = format!(
+                "buntime_http_requests_total{{method=\"GET\",route=\"rule:r1\",status=\"{status}\"}} 2"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.contains(
+            "buntime_http_requests_total{method=\"POST\",route=\"rule:r1\",status=\"200\"} 2"
+        ));
     }
 
     #[test]
