@@ -168,18 +168,37 @@ impl GatewayPlugin {
     }
 }
 
+/// Counts and seconds below this come from a table as header values.
+const SMALL_NUMBERS: usize = 1024;
+
+/// `n` as a header value. Most rate-limit values are small (a window's seconds, a limit's
+/// remainder): those are made once, and a clone of one copies a pointer, where formatting
+/// allocates.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let small = SMALL.get_or_init(|| {
+        (0..SMALL_NUMBERS)
+            .map(|i| HeaderValue::from_static(String::leak(i.to_string())))
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| small.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
 /// `429 {"error":"Too Many Requests"}` with `Retry-After` and both header families.
 fn too_many(d: &Decision) -> ApiResponse {
     let mut resp = ApiResponse::error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
-    let n = |v: u64| HeaderValue::from(v);
     resp.headers.extend([
-        (http::header::RETRY_AFTER, n(d.reset)),
-        (RATELIMIT_LIMIT.clone(), n(d.limit)),
-        (RATELIMIT_REMAINING.clone(), n(0)),
-        (RATELIMIT_RESET.clone(), n(d.reset)),
-        (X_RATELIMIT_LIMIT.clone(), n(d.limit)),
-        (X_RATELIMIT_REMAINING.clone(), n(0)),
-        (X_RATELIMIT_RESET.clone(), n(d.reset)),
+        (http::header::RETRY_AFTER, number(d.reset)),
+        (RATELIMIT_LIMIT.clone(), number(d.limit)),
+        (RATELIMIT_REMAINING.clone(), number(0)),
+        (RATELIMIT_RESET.clone(), number(d.reset)),
+        (X_RATELIMIT_LIMIT.clone(), number(d.limit)),
+        (X_RATELIMIT_REMAINING.clone(), number(0)),
+        (X_RATELIMIT_RESET.clone(), number(d.reset)),
     ]);
     resp
 }
@@ -225,9 +244,9 @@ impl Plugin for GatewayPlugin {
         if !d.allowed {
             return Some(too_many(&d));
         }
-        out.set(RATELIMIT_LIMIT.clone(), HeaderValue::from(d.limit));
-        out.set(RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining));
-        out.set(RATELIMIT_RESET.clone(), HeaderValue::from(d.reset));
+        out.set(RATELIMIT_LIMIT.clone(), number(d.limit));
+        out.set(RATELIMIT_REMAINING.clone(), number(d.remaining));
+        out.set(RATELIMIT_RESET.clone(), number(d.reset));
         None
     }
 
@@ -287,5 +306,17 @@ impl Plugin for GatewayPlugin {
             shell.set_configured(cfg.excludes.clone());
         }
         self.policy.store(Arc::new(new));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_and_past_the_table() {
+        for n in [0, 7, 60, 1023, 1024, 3600, 1_000_000_000, u64::MAX] {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string(), "{n}");
+        }
     }
 }
