@@ -113,15 +113,25 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Resp {
+    try_send(agent, method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// `send`, with a transport error returned rather than a panic.
+pub fn try_send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, ureq::Error> {
     let mut b = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let result = match body {
+    let mut resp = match body {
         Some(body) => agent.run(b.body(body.to_vec()).unwrap()),
         None => agent.run(b.body(()).unwrap()),
-    };
-    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    }?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -129,11 +139,11 @@ pub fn send(
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
     let body = resp.body_mut().read_to_vec().unwrap_or_default();
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
 impl Gateway {
@@ -212,10 +222,14 @@ impl Gateway {
                     self.logs()
                 );
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.get(&self.api("/health/live")).status == 200
-                && (!ready || self.get(&self.api("/health/ready")).status == 200)
-            {
+            // Refused means not listening yet. A bare connect is no proof of the opposite:
+            // to a port of the ephemeral range nobody listens on, the kernel can pick that
+            // very port as the source and connect the socket to itself.
+            let ok = |path: &str| {
+                try_send(&self.agent, "GET", &self.url(path), &[], None)
+                    .is_ok_and(|r| r.status == 200)
+            };
+            if ok(&self.api("/health/live")) && (!ready || ok(&self.api("/health/ready"))) {
                 return;
             }
             if Instant::now() > deadline {
