@@ -9,10 +9,12 @@ Targets, measured in interleaved rounds whose order rotates:
      limiting (a limit far above the load) and a JWT check (a valid token is sent)
   e  buntime serving a static worker app (the same gateway)
 Each round runs wrk at saturation and h2load at a fixed offered rate against each target
-and reads the CPU time the proxy's own processes used from /proc. A last phase runs (d)
-with 5,000 more rules at the fixed rate, in alternating 1-second windows with and without
-the table being rebuilt and swapped 4 times a second. Everything started is stopped;
-runs are bounded by --duration.
+and reads the CPU time the proxy's own processes used from /proc. (c) and (d), which the
+first two targets compare, are one unit of the rotation, measured back to back as two
+pairs of half-length runs in ABBA order; their ratios are medians of the pairs' ratios.
+A last phase runs (d) with 5,000 more rules at the fixed rate, in alternating 1-second
+windows with and without the table being rebuilt and swapped 4 times a second.
+Everything started is stopped; runs are bounded by --duration.
 
 Prints a Markdown table and writes it to --out.
 """
@@ -314,11 +316,11 @@ def main():
     procs = Procs()
     tmp = tempfile.mkdtemp(prefix="buntime-load-")
     try:
-        rows, swap = run(procs, args, tmp)
+        rows, pairs, swap = run(procs, args, tmp)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(rows, swap, args)
+    report(rows, pairs, swap, args)
 
 
 def start_proxies(procs, args, tmp, name, up, up_port, headers):
@@ -363,13 +365,19 @@ def run(procs, args, tmp):
     token = jwt(SECRET)
     headers = [f"Origin: {ORIGIN}", f"Authorization: Bearer {token}"]
     rows = {k: {"sat": [], "fixed": []} for k in NAMES}
-    order = list(NAMES)
+    pairs = []
+    # (c) and (d) are measured as one unit of the rotation, so that they sit next to each
+    # other in time: see `pair_block`.
+    order = ["a", "b", "cd", "e"]
     for r in range(0 if args.swap_only else args.rounds):
         # Fresh proxies each round: one process can run a steady ~10% slower or faster
         # than the next (its memory layout), so the medians span several processes.
         targets, started = start_proxies(procs, args, tmp, f"round{r}", up, up_port, headers)
         rotated = order[r % len(order):] + order[:r % len(order)]
         for key in rotated:
+            if key == "cd":
+                pairs += pair_block(targets, rows, args, tmp, d_first=r % 2 == 1)
+                continue
             rows[key]["sat"].append(measure("sat", targets[key], args, tmp))
             rows[key]["fixed"].append(measure("fixed", targets[key], args, tmp))
         for p in started:
@@ -379,7 +387,24 @@ def run(procs, args, tmp):
     swap = None
     if not args.no_swap:
         swap = swap_phase(procs, args, tmp, up_port, headers)
-    return rows, swap
+    return rows, pairs, swap
+
+
+def pair_block(targets, rows, args, tmp, d_first):
+    """Measures (c) and (d), the pair the first two targets compare, in two pairs of
+    half-length measurements in ABBA order (c d d c, or d c c d): the machine's speed
+    drifts by a third over seconds here, and a ratio of two measurements taken apart
+    carries that drift, while two taken back to back mostly share it. Returns the pairs,
+    each as {"c": {"sat": ..., "fixed": ...}, "d": {...}}."""
+    half = argparse.Namespace(**{**vars(args), "duration": max(1, args.duration // 2)})
+    first, second = ("d", "c") if d_first else ("c", "d")
+    got = {"c": [], "d": []}
+    for key in (first, second, second, first):
+        m = {kind: measure(kind, targets[key], half, tmp) for kind in ("sat", "fixed")}
+        for kind, r in m.items():
+            rows[key][kind].append(r)
+        got[key].append(m)
+    return [{"c": c, "d": d} for c, d in zip(got["c"], got["d"])]
 
 
 def swap_phase(procs, args, tmp, up_port, headers):
@@ -479,9 +504,11 @@ def med(runs, field):
     return statistics.median(r[field] for r in runs)
 
 
-def report(rows, swap, args):
+def report(rows, pairs, swap, args):
     runs = (f"the rebuild phase only ({2 * args.rounds * args.duration} s)" if args.swap_only
-            else f"{args.rounds} interleaved rounds of {args.duration} s, medians")
+            else f"{args.rounds} interleaved rounds of {args.duration} s, medians; (c) and (d) in each round as "
+            f"two back-to-back pairs of {max(1, args.duration // 2)} s in ABBA order, their ratios the median of "
+            f"the pairs' own")
     lines = [
         f"Loopback, {os.cpu_count()} CPUs, {runs}. "
         f"Saturation: wrk, 1 thread, {args.conns} connections. Fixed rate: h2load --h1, 20 clients, "
@@ -495,7 +522,7 @@ def report(rows, swap, args):
         lines += target_table(rows)
     lines += ["", "| ratio | value | target |", "|---|---|---|"]
     if not args.swap_only:
-        lines += ratio_rows(rows)
+        lines += ratio_rows(rows, pairs)
     if swap:
         q, bz = swap["quiet"]["p99"], swap["busy"]["p99"]
         spread = (f"; windows redrawn: 95% within {swap['spread'][0]:.2f}-{swap['spread'][1]:.2f}x"
@@ -532,20 +559,23 @@ def target_table(rows):
     return lines
 
 
-def ratio_rows(rows):
-    def summary(key):
-        sat, fixed = rows[key]["sat"], rows[key]["fixed"]
-        return {"cpu": med(sat, "cpu_us"), "cpu_fixed": med(fixed, "cpu_us"), "p99_fixed": med(fixed, "p99"),
-                "rps": med(sat, "rps")}
+def ratio_rows(rows, pairs):
+    cpu = {k: med(rows[k]["sat"], "cpu_us") for k in "bcd"}
 
-    d, c, b = summary("d"), summary("c"), summary("b")
+    def paired(ratio):
+        """The median of `ratio(c, d)` over the (c)/(d) pairs, and their range."""
+        values = sorted(ratio(p["c"], p["d"]) for p in pairs)
+        return f"{statistics.median(values):.2f}x ({len(values)} pairs: {values[0]:.2f}-{values[-1]:.2f}x)"
+
     return [
-        f"| (d) requests per CPU-second / (c) | {c['cpu'] / d['cpu']:.2f}x | >= 0.90x |",
-        f"| (d) requests per CPU-second / (c), at the fixed rate | {c['cpu_fixed'] / d['cpu_fixed']:.2f}x | (for reference) |",
-        f"| (d) fixed-rate p99 / (c) | {d['p99_fixed'] / c['p99_fixed']:.2f}x | <= 1.20x |",
-        f"| (d) requests per CPU-second / nginx (b) | {b['cpu'] / d['cpu']:.2f}x | stretch >= 0.50x |",
-        f"| (c) requests per CPU-second / nginx (b) | {b['cpu'] / c['cpu']:.2f}x | (bare Pingora, for reference) |",
-        f"| (d) req/s / (c) at saturation | {d['rps'] / c['rps']:.2f}x | |",
+        f"| (d) requests per CPU-second / (c) | {paired(lambda c, d: c['sat']['cpu_us'] / d['sat']['cpu_us'])} "
+        f"| >= 0.90x |",
+        f"| (d) requests per CPU-second / (c), at the fixed rate "
+        f"| {paired(lambda c, d: c['fixed']['cpu_us'] / d['fixed']['cpu_us'])} | (for reference) |",
+        f"| (d) fixed-rate p99 / (c) | {paired(lambda c, d: d['fixed']['p99'] / c['fixed']['p99'])} | <= 1.20x |",
+        f"| (d) requests per CPU-second / nginx (b) | {cpu['b'] / cpu['d']:.2f}x | stretch >= 0.50x |",
+        f"| (c) requests per CPU-second / nginx (b) | {cpu['b'] / cpu['c']:.2f}x | (bare Pingora, for reference) |",
+        f"| (d) req/s / (c) at saturation | {paired(lambda c, d: d['sat']['rps'] / c['sat']['rps'])} | |",
     ]
 
 
