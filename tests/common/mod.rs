@@ -7,7 +7,7 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -16,13 +16,11 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_buntime");
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server the test starts later: the one the
+/// gateway picks for a TCP worker, below the ephemeral range (a port from it can be taken
+/// meanwhile by any outgoing connection, even one to that very port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    buntime_workers::process::free_port().unwrap()
 }
 
 /// How to start a gateway.

@@ -117,9 +117,59 @@ pub fn group_alive(pid: u32) -> bool {
     pid != 0 && killpg(Pid::from_raw(pid as i32), None).is_ok()
 }
 
-/// A free TCP port on 127.0.0.1 for a worker to listen on.
+/// A free TCP port on 127.0.0.1 for a worker to listen on, taken below the kernel's
+/// ephemeral range. The worker binds it only once it has started; a port from that range
+/// (what binding port 0 gives) can meanwhile become the source port of any outgoing
+/// connection, even the health probe's own connection to that very port (TCP
+/// self-connect while nothing listens yet), and the worker's bind then fails.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // How many ports below the ephemeral range are tried, from a place that moves on with
+    // each call (and differs between processes), so that ports just handed out are not
+    // offered again while their workers start.
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let Some(base) = low.checked_sub(SPAN).filter(|b| *b >= 1024) else {
+        // An ephemeral range that starts this low leaves no room below it.
+        return Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port());
+    };
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let port = (base + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("every port in {base}-{} is taken", base + SPAN - 1),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ports_are_below_the_ephemeral_range_and_free() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let a = free_port().unwrap();
+        let b = free_port().unwrap();
+        assert!(a < low && b < low, "{a}, {b} not below {low}");
+        assert_ne!(a, b, "the next call offers another port");
+        // Free: a worker can listen on it.
+        std::net::TcpListener::bind(("127.0.0.1", a)).unwrap();
+    }
 }
