@@ -123,12 +123,16 @@ pub fn group_alive(pid: u32) -> bool {
 /// connection, even the health probe's own connection to that very port (TCP
 /// self-connect while nothing listens yet), and the worker's bind then fails.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
     // How many ports below the ephemeral range are tried, from a place that moves on with
-    // each call (and differs between processes), so that ports just handed out are not
-    // offered again while their workers start.
+    // each call, so that ports just handed out are not offered again while their workers
+    // start. Each process starts at a random place (std's hasher keys are random), so that
+    // two processes on one host, such as a test and the gateways it starts, walk apart.
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
@@ -139,9 +143,15 @@ pub fn free_port() -> std::io::Result<u16> {
             .local_addr()?
             .port());
     };
-    let start = std::process::id() % SPAN;
+    let start = *START.get_or_init(|| {
+        (std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+            % u64::from(SPAN)) as u32
+    });
     for _ in 0..SPAN {
-        let port = (base + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + start.wrapping_add(n) % SPAN) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
