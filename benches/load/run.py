@@ -290,7 +290,7 @@ def start_buntime(procs, args, tmp, name, up_port, extra_rules=0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement (default 4)")
+    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement (default 4; (c) and (d) get two of half that)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--conns", type=int, default=32, help="wrk connections (default 32)")
     ap.add_argument("--rate", type=int, default=5000, help="fixed offered load, requests/s (default 5000)")

@@ -220,9 +220,8 @@ impl Gateway {
                     self.logs()
                 );
             }
-            // Refused means not listening yet. A bare connect is no proof of the opposite:
-            // to a port of the ephemeral range nobody listens on, the kernel can pick that
-            // very port as the source and connect the socket to itself.
+            // Refused means not listening yet; an answer from the health route itself is
+            // the proof that it is.
             let ok = |path: &str| {
                 try_send(&self.agent, "GET", &self.url(path), &[], None)
                     .is_ok_and(|r| r.status == 200)

@@ -132,23 +132,25 @@ pub fn free_port() -> std::io::Result<u16> {
     // two processes on one host, such as a test and the gateways it starts, walk apart.
     const SPAN: u32 = 12_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    static START: OnceLock<u32> = OnceLock::new();
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let Some(base) = low.checked_sub(SPAN).filter(|b| *b >= 1024) else {
-        // An ephemeral range that starts this low leaves no room below it.
+    // (first port, where this process starts), or None when the ephemeral range starts
+    // too low to leave room below it.
+    static RANGE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    let range = RANGE.get_or_init(|| {
+        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768);
+        let base = low.checked_sub(SPAN).filter(|b| *b >= 1024)?;
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Some((base, (random % u64::from(SPAN)) as u32))
+    });
+    let Some((base, start)) = *range else {
         return Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port());
     };
-    let start = *START.get_or_init(|| {
-        (std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            % u64::from(SPAN)) as u32
-    });
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (base + start.wrapping_add(n) % SPAN) as u16;
