@@ -2,6 +2,7 @@
 //! dir and a clean environment, talks HTTP to it, and stops it with a signal.
 #![allow(dead_code)]
 
+pub mod helm;
 pub mod sqld;
 pub mod upstream;
 
