@@ -151,18 +151,14 @@ impl RuleTable {
     }
 }
 
-/// Rebuilds a table (from `previous`, reusing its unchanged chunks) on the rule-builder
-/// thread: one long-lived thread at the idle CPU priority, so that compiling patterns
-/// only uses CPU time that proxied requests leave. Writers await the result.
-pub async fn build_in_background(
-    previous: Arc<RuleTable>,
-    rules: Vec<Arc<CompiledRule>>,
-) -> Result<RuleTable, String> {
-    type Job = (
-        Arc<RuleTable>,
-        Vec<Arc<CompiledRule>>,
-        tokio::sync::oneshot::Sender<Result<RuleTable, String>>,
-    );
+/// Runs `job` on the rule-builder thread: one long-lived thread at the idle CPU priority,
+/// so that building a table (compiling patterns, and assembling and dropping lists of
+/// thousands of rules) only uses CPU time that proxied requests leave. The caller awaits
+/// the result.
+pub async fn on_builder<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    type Job = Box<dyn FnOnce() + Send>;
     static BUILDER: OnceLock<Option<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
     let builder = BUILDER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -170,8 +166,8 @@ pub async fn build_in_background(
             .name("rule-builder".into())
             .spawn(move || {
                 lower_priority();
-                for (previous, rules, reply) in rx {
-                    let _ = reply.send(previous.rebuild(rules));
+                for job in rx {
+                    job();
                 }
             })
             .map_err(|e| log::warn!("proxy: no rule-builder thread ({e}); building inline"))
@@ -179,14 +175,14 @@ pub async fn build_in_background(
             .map(|_| tx)
     });
     let Some(jobs) = builder else {
-        return previous.rebuild(rules);
+        return Ok(job());
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
-    jobs.send((previous, rules, reply))
+    jobs.send(Box::new(move || drop(reply.send(job()))))
         .map_err(|_| "the rule-builder thread is gone".to_string())?;
     answer
         .await
-        .map_err(|_| "the rule-builder thread is gone".to_string())?
+        .map_err(|_| "the rule-builder thread is gone".to_string())
 }
 
 /// `SCHED_IDLE` for the calling thread: it runs on CPU time nothing else wants, and a
