@@ -342,6 +342,7 @@ fn buntime_chart_refuses_what_cannot_work() {
         "RUNTIME_LOG_LEVL",
     );
     refused(&format!("{IMAGE}secrets:\n  MASTER_KEY: x\n"), "MASTER_KEY");
+    refused(&format!("{IMAGE}replicaCounts: 2\n"), "replicaCounts");
     refused(
         &format!("{IMAGE}config:\n  RUNTIME_SHUTDOWN_GRACE: 30 sec\n"),
         "\"30 sec\" is not a duration",
@@ -613,6 +614,9 @@ fn libsql_chart_wants_auth() {
         err.contains("auth.jwtPublicKey (or auth.existingSecret) is required"),
         "{err}"
     );
+    let misspelt = "auth:\n  allowUnauthenticated: true\nreplica:\n  count: 1\n";
+    let err = helm::template("libsql", "db", misspelt).expect_err("a misspelt key");
+    assert!(err.contains("replica is not allowed"), "{err}");
     let err =
         helm::template("libsql", "db", "auth:\n  jwtPublicKey: not-a-key\n").expect_err("bad key");
     assert!(err.contains("must be a PEM public key"), "{err}");
@@ -639,4 +643,34 @@ fn libsql_chart_wants_auth() {
             .iter()
             .any(|v| v["secret"]["secretName"] == "my-key")
     );
+}
+
+/// Each chart's values.schema.json names every top-level value of its values.yaml (and
+/// nothing else but Helm's `global`), so that a misspelt value is refused, not ignored.
+#[test]
+fn schemas_name_every_value() {
+    for name in ["buntime", "libsql"] {
+        let dir = helm::chart(name);
+        let values: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap())
+                .unwrap();
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("values.schema.json")).unwrap())
+                .unwrap();
+        let mut keys: BTreeSet<&str> = values
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.insert("global");
+        let named: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, named, "{name}: values.yaml vs values.schema.json");
+        assert_eq!(schema["additionalProperties"], false, "{name}");
+    }
 }
