@@ -69,6 +69,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if eq (include "buntime.config" (dict "root" . "key" "DATABASE_LIBSQL_URL" "default" "")) "" }}true{{ end }}
 {{- end }}
 
+{{/* Whether the volume `name` is a claim (else an emptyDir): when enabled, and for the
+database only while the local one is used. */}}
+{{- define "buntime.claimed" -}}
+{{- $p := index .root.Values.persistence .name }}
+{{- if and $p.enabled (or (ne .name "data") (include "buntime.localDatabase" .root)) }}true{{ end }}
+{{- end }}
+
 {{- define "buntime.secretName" -}}
 {{- .Values.secrets.existingSecret | default (include "buntime.fullname" .) }}
 {{- end }}
