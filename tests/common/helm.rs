@@ -14,35 +14,22 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tool(var: &str, local: &str) -> Option<PathBuf> {
-    if let Ok(p) = std::env::var(var)
-        && !p.is_empty()
-    {
-        return Some(PathBuf::from(p));
-    }
-    let p = root().join(local);
-    p.exists().then_some(p)
-}
-
 pub fn bin() -> Option<PathBuf> {
-    tool("HELM_BIN", ".tools/helm/bin/helm")
+    super::tool("HELM_BIN", ".tools/helm/bin/helm")
 }
 
 fn validator() -> Option<PathBuf> {
-    tool("KUBE_VALIDATE_PATH", ".tools/kubernetes-validate")
+    super::tool("KUBE_VALIDATE_PATH", ".tools/kubernetes-validate")
 }
 
 /// Returns early from a test when helm is not available, saying so loudly.
 #[macro_export]
 macro_rules! require_helm {
     () => {
-        if $crate::common::helm::bin().is_none() {
-            eprintln!(
-                "\n*** SKIPPED {}: no helm (set HELM_BIN or run scripts/helm.sh install) ***\n",
-                module_path!()
-            );
-            return;
-        }
+        $crate::require_tool!(
+            $crate::common::helm::bin(),
+            "no helm (set HELM_BIN or run scripts/helm.sh install)"
+        )
     };
 }
 

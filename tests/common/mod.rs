@@ -24,6 +24,29 @@ pub fn free_port() -> u16 {
     buntime_workers::process::free_port().unwrap()
 }
 
+/// An external tool for some tests: the path in `$var` when set, else `local` (relative
+/// to the repository, where the scripts/*.sh installers put it) when it exists.
+pub fn tool(var: &str, local: &str) -> Option<PathBuf> {
+    if let Ok(p) = std::env::var(var)
+        && !p.is_empty()
+    {
+        return Some(PathBuf::from(p));
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(local);
+    p.exists().then_some(p)
+}
+
+/// Returns early from a test when a tool it needs is missing, saying so loudly.
+#[macro_export]
+macro_rules! require_tool {
+    ($found:expr, $missing:literal) => {
+        if $found.is_none() {
+            eprintln!("\n*** SKIPPED {}: {} ***\n", module_path!(), $missing);
+            return;
+        }
+    };
+}
+
 /// How to start a gateway.
 #[derive(Default, Clone)]
 pub struct Options {

