@@ -779,12 +779,11 @@ fn static_rules_come_first_and_reload_on_sighup() {
 
 #[test]
 fn invalid_static_rules_fail_check() {
-    let (ok, out) = common::check(
-        Some(
-            "plugins:\n  proxy:\n    rules:\n      - {pattern: '^/ok', target: 'http://h'}\n      - {pattern: '^/(x', target: 'http://h'}\n      - {pattern: '^/y', target: 'nope'}\n",
-        ),
-        &[],
+    let config = format!(
+        "plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/ok', target: 'http://h'}}\n      - {{pattern: '^/(x', target: 'http://h'}}\n      - {{pattern: '^/y', target: 'nope'}}\n      - {{pattern: '^/{}', target: 'http://h'}}\n",
+        "z".repeat(4095)
     );
+    let (ok, out) = common::check(Some(&config), &[]);
     assert!(!ok);
     assert!(
         out.contains("plugins.proxy.rules[1]: Invalid regex pattern"),
@@ -792,6 +791,10 @@ fn invalid_static_rules_fail_check() {
     );
     assert!(
         out.contains("plugins.proxy.rules[2]: Invalid target URL"),
+        "{out}"
+    );
+    assert!(
+        out.contains("plugins.proxy.rules[3]: Invalid regex pattern: 4097 bytes, longer than 4096"),
         "{out}"
     );
 }
@@ -926,6 +929,72 @@ fn equal_orders_go_by_id_and_writes_keep_places() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(ids(&gw), ["c", "a", "b"].map(String::from));
     assert_eq!(matched(&gw), "b");
+}
+
+/// A new pattern may be 4 KiB at most (matching can cost pattern length × path length,
+/// and paths are the client's); a longer one stored before the limit still loads, and
+/// writes that leave its pattern alone still work.
+#[test]
+fn patterns_over_4_kib_are_refused_but_stored_ones_still_load() {
+    let gw = Gateway::start(Options::default().ready());
+    // `^/` and `len - 2` of one letter.
+    let pattern = |len: usize, letter: &str| format!("^/{}", letter.repeat(len - 2));
+    let r = create(
+        &gw,
+        json!({"pattern": pattern(4097, "a"), "target": "http://127.0.0.1:9"}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        error(&r),
+        "Invalid regex pattern: 4097 bytes, longer than 4096"
+    );
+    let longest = created(
+        &gw,
+        json!({"id": "longest", "pattern": pattern(4096, "a"), "target": "http://127.0.0.1:9"}),
+    );
+    assert_eq!(longest["pattern"].as_str().unwrap().len(), 4096);
+    assert_eq!(
+        tested(&gw, &format!("/{}", "a".repeat(4094)))["rule"]["id"],
+        "longest"
+    );
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/longest"),
+        &[],
+        &json!({"pattern": pattern(5000, "a")}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        error(&r),
+        "Invalid regex pattern: 5000 bytes, longer than 4096"
+    );
+
+    // Written behind the API's back, as a gateway without the limit would have kept it.
+    let legacy = pattern(5000, "b");
+    let r = gw.json(
+        "POST",
+        "/keyval/api/atomic",
+        &[],
+        &json!({"mutations": [
+            {"type": "set", "key": ["proxy", "rules", "legacy"], "value": {"pattern": legacy, "target": "http://127.0.0.1:9", "order": 5}},
+            {"type": "set", "key": ["proxy", "changed"], "value": {"at": 1}},
+        ]}),
+    );
+    assert_eq!(r.json()["ok"], true, "{r:?}");
+    let path = format!("/{}", "b".repeat(4998));
+    let loaded = eventually(Duration::from_secs(10), || {
+        let t = tested(&gw, &path);
+        (t["rule"]["id"] == "legacy").then_some(t)
+    });
+    assert!(loaded.is_some(), "the stored rule did not load");
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/legacy"),
+        &[],
+        &json!({"name": "kept"}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["pattern"].as_str().unwrap().len(), 5000);
 }
 
 #[test]

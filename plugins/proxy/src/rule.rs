@@ -20,6 +20,12 @@ pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ: Duration = Duration::from_secs(60);
 pub const DEFAULT_WRITE: Duration = Duration::from_secs(60);
 
+/// The longest pattern a rule may have. Matching costs up to (pattern length × path
+/// length) when the lazy DFA gives up on a pathological pattern, and paths are the
+/// client's: a 100 KB pattern let one 30 KB path hold a proxy thread for 2.4-3.7 s. 4 KB
+/// holds an alternation of a hundred paths.
+const MAX_PATTERN_BYTES: usize = 4096;
+
 /// Output-only fields a client may send back unchanged (the original's UI does).
 const IGNORED_FIELDS: [&str; 4] = ["order", "readonly", "createdAt", "updatedAt"];
 
@@ -96,7 +102,16 @@ impl Rule {
             match k.as_str() {
                 "id" => {} // decided by the caller
                 "name" => self.name = string(k, v)?,
-                "pattern" => self.pattern = string(k, v)?,
+                "pattern" => {
+                    self.pattern = string(k, v)?;
+                    // New patterns only: a stored rule from before the limit still loads.
+                    if strict && self.pattern.len() > MAX_PATTERN_BYTES {
+                        return Err(format!(
+                            "Invalid regex pattern: {} bytes, longer than {MAX_PATTERN_BYTES}",
+                            self.pattern.len()
+                        ));
+                    }
+                }
                 "target" => self.target = string(k, v)?,
                 "rewrite" => {
                     self.rewrite = match v {
