@@ -688,6 +688,33 @@ fn a_static_app() {
     assert_eq!(w["state"], "ready");
 }
 
+/// A static app serves content only: not its `.env` (the app's secrets), not a deployed
+/// `.git`, not its own manifest; `.well-known` stays public.
+#[test]
+fn a_static_app_keeps_its_secrets() {
+    let apps = static_site("ttl: 5m\nenv: {API_KEY: s3cret}\n");
+    let dir = apps.dir("site");
+    write(&dir.join(".env"), "API_KEY=s3cret");
+    write(&dir.join(".git/config"), "[remote] s3cret");
+    write(
+        &dir.join(".well-known/security.txt"),
+        "Contact: ops@example.org",
+    );
+    let gw = Gateway::start(apps.options());
+    for path in ["/site/.env", "/site/manifest.yaml", "/site/%2eenv"] {
+        let r = gw.get(path);
+        assert_eq!((r.status, r.text().as_str()), (404, "Not Found"), "{path}");
+    }
+    // No extension: the SPA fallback answers, with the entry.
+    let r = gw.get("/site/.git/config");
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>site</h1>"));
+    let r = gw.get("/site/.well-known/security.txt");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "Contact: ops@example.org")
+    );
+}
+
 /// The names of a process's threads, from /proc.
 fn thread_names(pid: u64) -> Vec<String> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();

@@ -37,6 +37,9 @@ impl StaticFiles {
         {
             return Err(StatusCode::FORBIDDEN);
         }
+        if hidden(rel) {
+            return Ok(None);
+        }
         let mut candidate = self.root.join(rel);
         if candidate.is_dir() {
             candidate = if candidate == self.root {
@@ -65,8 +68,11 @@ impl ServeHttp for StaticFiles {
         let path = req.uri.path().to_string();
         let file = match self.file_for(&path) {
             Ok(Some(f)) => f,
-            // SPA fallback: a path without an extension is a client-side route.
-            Ok(None) if !last_segment(&path).contains('.') => self.entry.clone(),
+            // SPA fallback: a path without an extension is a client-side route (as decoded:
+            // `/app%2Ejs` names a script).
+            Ok(None) if !last_segment(&percent_decode(&path).unwrap_or_default()).contains('.') => {
+                self.entry.clone()
+            }
             Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
@@ -83,6 +89,26 @@ impl ServeHttp for StaticFiles {
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
         }
     }
+}
+
+/// Files of the folder that are not content, answered as if absent: dotfiles and dot
+/// folders anywhere (the app's `.env` holds its secrets, a deployed `.git` its history),
+/// except `.well-known` at the top (ACME challenges, `security.txt`), and the app's own
+/// manifest, whose `env` may hold secrets too.
+fn hidden(rel: &Path) -> bool {
+    let mut names = rel.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(name),
+        _ => None,
+    });
+    let dotted = |name: &std::ffi::OsStr| name.as_encoded_bytes().starts_with(b".");
+    let Some(first) = names.next() else {
+        return false;
+    };
+    let mut rest = names.peekable();
+    if rest.peek().is_none() && (first == "manifest.yaml" || first == "manifest.yml") {
+        return true;
+    }
+    (dotted(first) && first != ".well-known") || rest.any(dotted)
 }
 
 fn last_segment(path: &str) -> &str {
@@ -215,5 +241,50 @@ mod tests {
             content_type(Path::new("x.JS")),
             "text/javascript; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn secrets_and_the_manifest_are_not_content() {
+        let d = tempfile::tempdir().unwrap();
+        for (file, body) in [
+            ("index.html", "<h1>hi</h1>"),
+            ("manifest.yaml", "env: {KEY: s3cret}"),
+            ("manifest.yml", "env: {KEY: s3cret}"),
+            (".env", "KEY=s3cret"),
+            (".git/config", "[remote]"),
+            ("assets/.hidden.js", "no"),
+            ("docs/manifest.yaml", "a document"),
+            (".well-known/security.txt", "Contact: x"),
+            ("docs/.well-known/x.txt", "no"),
+        ] {
+            let path = d.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+        let s = StaticFiles::new(d.path(), "index.html").unwrap();
+        let root = d.path().canonicalize().unwrap();
+        for hidden in [
+            "/manifest.yaml",
+            "/manifest.yml",
+            "/./manifest.yaml",
+            "/.env",
+            "/%2eenv",
+            "/.git/config",
+            "/assets/.hidden.js",
+            "/docs/.well-known/x.txt",
+        ] {
+            assert_eq!(s.file_for(hidden), Ok(None), "{hidden}");
+        }
+        for shown in [
+            "/docs/manifest.yaml",
+            "/.well-known/security.txt",
+            "/index.html",
+        ] {
+            assert_eq!(
+                s.file_for(shown),
+                Ok(Some(root.join(&shown[1..]))),
+                "{shown}"
+            );
+        }
     }
 }
