@@ -670,6 +670,11 @@ fn static_site(manifest: &str) -> Apps {
 fn a_static_app() {
     let apps = static_site("ttl: 5m\n");
     write(&apps.dir("site").join("js/app.js"), "console.log(1)");
+    // Over the size read on the worker's own thread: read on tokio's blocking pool.
+    let big: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    write(&apps.dir("site").join("big.txt"), &big);
     let gw = Gateway::start(apps.options());
     let r = gw.get("/site/");
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
@@ -681,6 +686,9 @@ fn a_static_app() {
         r.header("content-type").unwrap().contains("javascript"),
         "{r:?}"
     );
+    let r = gw.get("/site/big.txt");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text() == big, "big.txt came back changed");
     // SPA fallback.
     let r = gw.get("/site/deep/client/route");
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>site</h1>"));

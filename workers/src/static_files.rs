@@ -11,6 +11,9 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
+/// Files up to this size are read without leaving the worker's thread (see `response`).
+const INLINE_READ_MAX: u64 = 256 << 10;
+
 pub struct StaticFiles {
     /// Canonical app folder: nothing outside it is served.
     root: PathBuf,
@@ -76,7 +79,17 @@ impl ServeHttp for StaticFiles {
             Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
-        match tokio::fs::read(&file).await {
+        // Small files are read on the worker's one thread: from the page cache that takes
+        // microseconds, while tokio's file reads hop to its blocking pool and back, whose
+        // threads it stops after 10 s idle and starts again for the next burst (measured:
+        // 19,000 -> 23,300 req/s through the gateway, and no 60 ms p99 in a burst's first
+        // seconds). Larger ones still go to the pool, so as not to hold up other requests.
+        let read = if std::fs::metadata(&file).is_ok_and(|m| m.len() <= INLINE_READ_MAX) {
+            std::fs::read(&file)
+        } else {
+            tokio::fs::read(&file).await
+        };
+        match read {
             Ok(body) => {
                 let len = body.len();
                 Response::builder()
