@@ -333,27 +333,45 @@ mod tests {
         assert!(l.buckets(100).is_empty());
     }
 
-    /// How close the estimator is: N allowed out of 2N sent in one window, alone and with
-    /// 20,000 other clients counted in the same window (README, "Rate limiting").
+    /// How close the estimator is (README, "Rate limiting"). Alone in the sketch a client
+    /// gets exactly N of 2N in one window. With 20,000 other clients counted in the window
+    /// a client can share a slot in every row of the sketch, and is over-counted: the
+    /// sketch's hashers are seeded at random when it is made, so which clients collide is
+    /// chance. Of 1,000 clients measured there, nearly all get N and the rest lose one
+    /// request (about one in 180 expected: (1 - e^(-21,000/65,536))^4).
     #[test]
     fn estimator_accuracy() {
-        for background in [0u32, 20_000] {
-            let l = Limiter::default();
-            for i in 0..background {
-                l.check("", Client::Text(&format!("other-{i}")), 1_000_000, MINUTE);
-            }
-            for n in [1u64, 10, 100, 1000] {
-                let key = format!("measured-{n}");
-                let allowed = (0..2 * n)
-                    .filter(|_| l.check("", Client::Text(&key), n, MINUTE).allowed)
-                    .count() as u64;
-                eprintln!(
-                    "limit {n}, {background} other clients: {allowed} allowed of {}",
-                    2 * n
-                );
-                assert_eq!(allowed, n, "limit {n} with {background} other clients");
-            }
+        let allowed = |l: &Limiter, key: &str, n: u64| {
+            (0..2 * n)
+                .filter(|_| l.check("", Client::Text(key), n, MINUTE).allowed)
+                .count() as u64
+        };
+        let l = Limiter::default();
+        for n in [1u64, 10, 100, 1000] {
+            assert_eq!(allowed(&l, &format!("alone-{n}"), n), n, "limit {n}, alone");
         }
+
+        let l = Limiter::default();
+        for i in 0..20_000u32 {
+            l.check("", Client::Text(&format!("other-{i}")), 1_000_000, MINUTE);
+        }
+        let n = 10;
+        // How many clients got N, N - 1, N - 2 or fewer.
+        let mut got = [0u32; 3];
+        for i in 0..1000 {
+            let a = allowed(&l, &format!("measured-{i}"), n);
+            assert!(a <= n, "a sketch never under-counts: {a} of {n} allowed");
+            got[((n - a) as usize).min(2)] += 1;
+        }
+        eprintln!(
+            "limit {n}, 1,000 clients among 20,000 others: {} got {n}, {} got {}, {} fewer",
+            got[0],
+            got[1],
+            n - 1,
+            got[2]
+        );
+        assert!(got[0] >= 970, "{got:?}");
+        assert_eq!(got[2], 0, "{got:?}");
     }
 
     #[test]
