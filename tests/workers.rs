@@ -291,6 +291,32 @@ fn a_crashing_worker_is_restarted_and_counted() {
     );
 }
 
+/// A worker that fails is replaced while its app is asked for within its `ttl`; an app
+/// that keeps failing with nobody asking is left stopped until the next request (it
+/// used to be started again every minute for the life of the gateway).
+#[test]
+fn a_failing_app_nobody_asks_for_is_not_restarted() {
+    let apps = Apps::new(&[]);
+    write(
+        &apps.dir("broken").join("manifest.yaml"),
+        "command: [python3, -c, 'import sys; sys.exit(3)']\nttl: 1s\n",
+    );
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/broken/");
+    assert_eq!(r.status, 503, "{r:?}");
+    // The first failure is replaced after the 1 s backoff (asked 0.1 s before); that one
+    // fails 1 s after the request, past the ttl: no more. Before, by 6 s it had been
+    // started a third time (backoff 1 s, then 2 s), and a fourth at 7 s.
+    std::thread::sleep(Duration::from_secs(6));
+    let listed = of_app(&gw, "broken");
+    assert_eq!(listed.len(), 2, "{listed:?}\n{}", gw.logs());
+    assert!(listed.iter().all(|w| w["state"] == "crashed"), "{listed:?}");
+    // The next request starts it again.
+    let r = gw.get("/broken/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(of_app(&gw, "broken").len(), 3);
+}
+
 #[test]
 fn a_worker_dying_mid_request_is_502() {
     let apps = Apps::new(&[("fragile", "ttl: 5m")]);

@@ -147,6 +147,12 @@ impl Worker {
         Duration::from_millis(now_ms().saturating_sub(self.last_used.load(Ordering::Relaxed)))
     }
 
+    /// How long ago it last served a request; `None` if it never did (its `last_used`
+    /// then holds its start).
+    fn used_for(&self) -> Option<Duration> {
+        (self.requests.load(Ordering::Relaxed) > 0).then(|| self.idle_for())
+    }
+
     /// The state `/api/workers` reports: `idle` is a ready worker unused for `idleTimeout`.
     fn label(&self, idle_timeout: Duration) -> &'static str {
         match self.state() {
@@ -206,8 +212,8 @@ pub struct App {
     pub crashes: AtomicU64,
     gate: Arc<Semaphore>,
     queued: AtomicUsize,
-    /// Requests asked for this app at least once (or it preloads): keep it running.
-    wanted: AtomicBool,
+    /// When a request last waited for a worker of this app (none was ready).
+    asked_at: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for App {
@@ -243,7 +249,7 @@ impl App {
             crashes: AtomicU64::new(0),
             gate: Arc::new(Semaphore::new(ephemeral_concurrency.max(1))),
             queued: AtomicUsize::new(0),
-            wanted: AtomicBool::new(false),
+            asked_at: Mutex::new(None),
         }
     }
 
@@ -308,6 +314,24 @@ impl App {
             .iter()
             .filter(|w| !w.ephemeral && matches!(w.state(), State::Starting | State::Ready))
             .count()
+    }
+
+    /// Whether a worker of this app that stopped (crashed, failed its probes, recycled) is
+    /// replaced: the app preloads, or it was asked for or used within its `ttl`
+    /// (`used_for`: how long ago the stopped worker last served, if it ever did). Past
+    /// that the next request starts it again, so an app that keeps failing while nobody
+    /// asks for it is not started over every minute for the life of the gateway.
+    fn wanted(&self, m: &AppManifest, used_for: Option<Duration>) -> bool {
+        let asked = self
+            .asked_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| at.elapsed());
+        m.preload
+            || [asked, used_for]
+                .into_iter()
+                .flatten()
+                .any(|ago| ago < m.ttl)
     }
 
     fn in_backoff(&self) -> Option<Duration> {
@@ -462,7 +486,6 @@ impl Pool {
             if let Some(app) = pool.app(&listed.name)
                 && app.manifest().is_ok_and(|m| m.preload)
             {
-                app.wanted.store(true, Ordering::Release);
                 let _ = pool.tx.send(Cmd::Start(app));
             }
         }
@@ -511,7 +534,7 @@ impl Pool {
         if let Some(w) = app.pick(exclude) {
             return Ok(Lease::new(w, self, m.max_requests, None));
         }
-        app.wanted.store(true, Ordering::Release);
+        *app.asked_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let deadline = tokio::time::Instant::now() + m.start_timeout;
         let mut changes = app.changed.subscribe();
         loop {
@@ -804,12 +827,13 @@ impl Supervisor {
                 self.stop(&w, "failed");
             }
             Cmd::Restart(app) => {
+                let running = !app.workers.load().is_empty();
                 for w in app.workers.load().iter() {
                     self.stop(w, "restart");
                 }
                 *app.backoff_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 app.crashes_in_row.store(0, Ordering::Release);
-                if app.wanted.load(Ordering::Acquire) {
+                if running || app.manifest().is_ok_and(|m| app.wanted(&m, None)) {
                     self.fill(&app);
                 }
             }
@@ -1128,7 +1152,7 @@ impl Supervisor {
             if !w.ephemeral
                 && !self.shutting_down
                 && matches!(reason, "maxRequests" | "failed")
-                && app.wanted.load(Ordering::Acquire)
+                && app.manifest().is_ok_and(|m| app.wanted(&m, w.used_for()))
             {
                 let (tx, app) = (self.tx.clone(), app.clone());
                 let wait = app.in_backoff().unwrap_or_default();
@@ -1157,7 +1181,10 @@ impl Supervisor {
             format!("the worker crashed ({status})")
         };
         app.fail(why, start_failed);
-        if !w.ephemeral && !self.shutting_down && app.wanted.load(Ordering::Acquire) {
+        if !w.ephemeral
+            && !self.shutting_down
+            && app.manifest().is_ok_and(|m| app.wanted(&m, w.used_for()))
+        {
             // Replace it once the backoff ends.
             let (tx, app) = (self.tx.clone(), app.clone());
             let wait = app.in_backoff().unwrap_or_default();
