@@ -370,6 +370,52 @@ fn atomic_checks_and_mutations(b: Backend) {
         assert_eq!(r.status, 400, "{bad}: {r:?}");
     }
     assert_eq!(get(gw, "ok").status, 404);
+
+    // An operation on a stored value of another type is refused and applies nothing: the
+    // value is not taken for 0 (or an empty list) and overwritten.
+    put(gw, "text", json!("keep me"));
+    for (kind, value, why) in [
+        (
+            "sum",
+            json!(1),
+            "sum: the value at [\"text\"] is not a number",
+        ),
+        (
+            "max",
+            json!(1),
+            "max: the value at [\"text\"] is not a number",
+        ),
+        (
+            "append",
+            json!([1]),
+            "append: the value at [\"text\"] is not an array",
+        ),
+        (
+            "prepend",
+            json!([1]),
+            "prepend: the value at [\"text\"] is not an array",
+        ),
+    ] {
+        let r = atomic(
+            gw,
+            json!({"mutations": [
+                {"type": "set", "key": ["ok"], "value": 1},
+                {"type": kind, "key": ["text"], "value": value}
+            ]}),
+        );
+        assert_eq!(r.status, 400, "{kind}: {r:?}");
+        assert_eq!(r.json()["error"], why);
+    }
+    assert_eq!(get(gw, "text").json()["value"], "keep me");
+    assert_eq!(get(gw, "ok").status, 404);
+    // A stored bigint is a number to them, as an operand is.
+    put(gw, "big", json!({"__type": "bigint", "value": "40"}));
+    let r = atomic(
+        gw,
+        json!({"mutations": [{"type": "sum", "key": ["big"], "value": 2}]}),
+    );
+    assert_eq!(r.json()["ok"], true, "{r:?}");
+    assert_eq!(get(gw, "big").json()["value"], 42);
 }
 crate::on_both!(atomic_checks_and_mutations);
 

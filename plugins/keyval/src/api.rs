@@ -8,7 +8,7 @@ use http::Method;
 use serde_json::{Value as Json, json};
 
 use crate::key::Key;
-use crate::store::{Check, KeyVal, Mutation, Selector};
+use crate::store::{Check, KeyVal, Mutation, Selector, number_operand};
 
 pub const MAX_BATCH: usize = 1000;
 const DEFAULT_LIMIT: usize = 100;
@@ -330,18 +330,4 @@ fn mutation(v: &Json) -> Result<Mutation, ApiError> {
             )));
         }
     })
-}
-
-/// A number, or a bigint written as `{"__type":"bigint","value":"12"}` within the safe
-/// integer range (the original converts bigint operands to numbers the same way).
-fn number_operand(v: &Json) -> Option<f64> {
-    if let Some(n) = v.as_f64() {
-        return Some(n);
-    }
-    let text = v.get("value")?.as_str()?;
-    (v.get("__type")?.as_str()? == "bigint")
-        .then(|| text.parse::<i64>().ok())
-        .flatten()
-        .filter(|n| n.unsigned_abs() <= 9_007_199_254_740_991)
-        .map(|n| n as f64)
 }

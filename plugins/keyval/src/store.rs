@@ -414,7 +414,12 @@ impl KeyVal {
         }
         let vs = versionstamp();
         for m in mutations {
-            apply(&tx, m, &vs).await?;
+            if let Err(e) = apply(&tx, m, &vs).await {
+                // Nothing of the commit applies (dropping it would roll back too; remote
+                // transactions only on a best-effort task).
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
         }
         tx.commit().await.map_err(DbError::from)?;
         Ok(Some(vs))
@@ -566,6 +571,21 @@ async fn store(
     Ok(())
 }
 
+/// A number, or a bigint written as `{"__type":"bigint","value":"12"}` within the safe
+/// integer range (the original converts bigint operands to numbers the same way). Both
+/// the operand of `sum`/`max`/`min` and the value it applies to.
+pub(crate) fn number_operand(v: &Json) -> Option<f64> {
+    if let Some(n) = v.as_f64() {
+        return Some(n);
+    }
+    let text = v.get("value")?.as_str()?;
+    (v.get("__type")?.as_str()? == "bigint")
+        .then(|| text.parse::<i64>().ok())
+        .flatten()
+        .filter(|n| n.unsigned_abs() <= 9_007_199_254_740_991)
+        .map(|n| n as f64)
+}
+
 async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), KvError> {
     match m {
         Mutation::Set {
@@ -585,7 +605,18 @@ async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), K
         Mutation::Sum { key, value }
         | Mutation::Max { key, value }
         | Mutation::Min { key, value } => {
-            let current = current_value(tx, key).await?.and_then(|v| v.as_f64());
+            let kind = match m {
+                Mutation::Sum { .. } => "sum",
+                Mutation::Max { .. } => "max",
+                _ => "min",
+            };
+            // A value of another type is refused, not taken for 0 and overwritten.
+            let current = match current_value(tx, key).await? {
+                None => None,
+                Some(v) => Some(number_operand(&v).ok_or_else(|| {
+                    KvError::Invalid(format!("{kind}: the value at {key} is not a number"))
+                })?),
+            };
             let next = match m {
                 Mutation::Sum { .. } => current.unwrap_or(0.0) + value,
                 Mutation::Max { .. } => current.map_or(*value, |c| c.max(*value)),
@@ -595,8 +626,18 @@ async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), K
         }
         Mutation::Append { key, values } | Mutation::Prepend { key, values } => {
             let current = match current_value(tx, key).await? {
+                None => Vec::new(),
                 Some(Json::Array(items)) => items,
-                _ => Vec::new(),
+                Some(_) => {
+                    let kind = if matches!(m, Mutation::Append { .. }) {
+                        "append"
+                    } else {
+                        "prepend"
+                    };
+                    return Err(KvError::Invalid(format!(
+                        "{kind}: the value at {key} is not an array"
+                    )));
+                }
             };
             let next: Vec<Json> = if matches!(m, Mutation::Append { .. }) {
                 current.into_iter().chain(values.iter().cloned()).collect()
