@@ -304,17 +304,22 @@ fn a_failing_app_nobody_asks_for_is_not_restarted() {
     let gw = Gateway::start(apps.options());
     let r = gw.get("/broken/");
     assert_eq!(r.status, 503, "{r:?}");
-    // The first failure is replaced after the 1 s backoff (asked 0.1 s before); that one
-    // fails 1 s after the request, past the ttl: no more. Before, by 6 s it had been
-    // started a third time (backoff 1 s, then 2 s), and a fourth at 7 s.
-    std::thread::sleep(Duration::from_secs(6));
-    let listed = of_app(&gw, "broken");
-    assert_eq!(listed.len(), 2, "{listed:?}\n{}", gw.logs());
-    assert!(listed.iter().all(|w| w["state"] == "crashed"), "{listed:?}");
+    // The first failure is replaced after the 1 s backoff if it came within the ttl of
+    // the request (a slow start may miss it); the replacement fails past the ttl: no
+    // more. Before, it was started again at about 1, 3 and 7 s, and so on.
+    std::thread::sleep(Duration::from_secs(4));
+    let settled = of_app(&gw, "broken");
+    assert!(settled.len() <= 2, "{settled:?}\n{}", gw.logs());
+    assert!(
+        settled.iter().all(|w| w["state"] == "crashed"),
+        "{settled:?}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(of_app(&gw, "broken").len(), settled.len(), "{}", gw.logs());
     // The next request starts it again.
     let r = gw.get("/broken/");
     assert_eq!(r.status, 503, "{r:?}");
-    assert_eq!(of_app(&gw, "broken").len(), 3);
+    assert_eq!(of_app(&gw, "broken").len(), settled.len() + 1);
 }
 
 #[test]
