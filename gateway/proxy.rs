@@ -11,7 +11,7 @@ use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestI
 use buntime_proxy::CompiledRule;
 use buntime_workers::{Address, App, AppManifest, Lease, Unavailable};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
@@ -279,6 +279,13 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_time.get_or_insert(start.elapsed());
+        }
+        // The response is ours, in our version: an HTTP/1.0 upstream (Python's
+        // http.server, by default) made Pingora answer an HTTP/1.1 client in HTTP/1.0.
+        if upstream_response.version == Version::HTTP_10
+            && session.req_header().version == Version::HTTP_11
+        {
+            upstream_response.set_version(Version::HTTP_11);
         }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);

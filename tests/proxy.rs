@@ -1046,6 +1046,49 @@ fn rules_compile_on_an_idle_priority_thread() {
     assert_eq!(fields[41 - 3], SCHED_IDLE, "{stat}");
 }
 
+/// An HTTP/1.0 upstream (Python's `http.server` by default) is answered to an HTTP/1.1
+/// client in HTTP/1.1, and the client's connection stays open. Pingora passed the
+/// upstream's version through: the client got `HTTP/1.0 200`, and with curl the
+/// second response on a connection came with `Connection: close`. (A 1.0 body that ends
+/// with the connection went out chunked in HTTP/1.1 already; one with a length did not.)
+#[test]
+fn an_http_1_0_upstream_is_answered_in_http_1_1() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nold-style body",
+            );
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/old", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"old-style body") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(text.contains("connection: keep-alive"), "{text}");
+        assert!(text.contains("old-style body"), "{text}");
+    }
+}
+
 #[test]
 fn keep_alive_to_the_client_survives_proxying() {
     let up = Upstream::http();
