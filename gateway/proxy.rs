@@ -644,8 +644,14 @@ impl Gateway {
             }
         };
         let req = session.req_header();
+        // HEAD is a GET whose body `respond` leaves out: the plugins' routes know GET only.
+        let method = if req.method == Method::HEAD {
+            Method::GET
+        } else {
+            req.method.clone()
+        };
         Ok(Ok(ApiRequest {
-            method: req.method.clone(),
+            method,
             path,
             query: req.uri.query().map(String::from),
             headers: req.headers.clone(),

@@ -1089,6 +1089,29 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
     }
 }
 
+/// HEAD on an admin route is its GET without the body (it was a 404: the plugins' routes
+/// match GET only).
+#[test]
+fn head_on_an_admin_route_is_its_get_without_a_body() {
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/h", "target": "http://127.0.0.1:9"}),
+    );
+    let get = gw.get(RULES);
+    assert_eq!(get.status, 200, "{get:?}");
+    let head = gw.send("HEAD", RULES, &[], None);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty(), "{head:?}");
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    // Other methods are unchanged: a DELETE of the collection is still no route.
+    assert_eq!(gw.send("DELETE", RULES, &[], None).status, 404);
+}
+
 #[test]
 fn keep_alive_to_the_client_survives_proxying() {
     let up = Upstream::http();
