@@ -212,8 +212,9 @@ pub struct App {
     pub crashes: AtomicU64,
     gate: Arc<Semaphore>,
     queued: AtomicUsize,
-    /// When a request last waited for a worker of this app (none was ready).
-    asked_at: Mutex<Option<Instant>>,
+    /// When a request last waited for a worker of this app (none was ready), in ms since
+    /// the epoch as `Worker::last_used`; 0 if none has.
+    asked_at: AtomicU64,
 }
 
 impl std::fmt::Debug for App {
@@ -249,7 +250,7 @@ impl App {
             crashes: AtomicU64::new(0),
             gate: Arc::new(Semaphore::new(ephemeral_concurrency.max(1))),
             queued: AtomicUsize::new(0),
-            asked_at: Mutex::new(None),
+            asked_at: AtomicU64::new(0),
         }
     }
 
@@ -322,11 +323,10 @@ impl App {
     /// that the next request starts it again, so an app that keeps failing while nobody
     /// asks for it is not started over every minute for the life of the gateway.
     fn wanted(&self, m: &AppManifest, used_for: Option<Duration>) -> bool {
-        let asked = self
-            .asked_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|at| at.elapsed());
+        let asked = match self.asked_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(now_ms().saturating_sub(at))),
+        };
         m.preload
             || [asked, used_for]
                 .into_iter()
@@ -534,7 +534,7 @@ impl Pool {
         if let Some(w) = app.pick(exclude) {
             return Ok(Lease::new(w, self, m.max_requests, None));
         }
-        *app.asked_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        app.asked_at.store(now_ms(), Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + m.start_timeout;
         let mut changes = app.changed.subscribe();
         loop {
