@@ -450,6 +450,21 @@ fn require_parts(key: &Key) -> Result<(), KvError> {
     }
 }
 
+impl Mutation {
+    /// Its `type` in the API, for error messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Mutation::Set { .. } => "set",
+            Mutation::Delete { .. } => "delete",
+            Mutation::Sum { .. } => "sum",
+            Mutation::Max { .. } => "max",
+            Mutation::Min { .. } => "min",
+            Mutation::Append { .. } => "append",
+            Mutation::Prepend { .. } => "prepend",
+        }
+    }
+}
+
 fn mutation_key(m: &Mutation) -> &Key {
     match m {
         Mutation::Set { key, .. }
@@ -605,16 +620,11 @@ async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), K
         Mutation::Sum { key, value }
         | Mutation::Max { key, value }
         | Mutation::Min { key, value } => {
-            let kind = match m {
-                Mutation::Sum { .. } => "sum",
-                Mutation::Max { .. } => "max",
-                _ => "min",
-            };
             // A value of another type is refused, not taken for 0 and overwritten.
             let current = match current_value(tx, key).await? {
                 None => None,
                 Some(v) => Some(number_operand(&v).ok_or_else(|| {
-                    KvError::Invalid(format!("{kind}: the value at {key} is not a number"))
+                    KvError::Invalid(format!("{}: the value at {key} is not a number", m.kind()))
                 })?),
             };
             let next = match m {
@@ -629,13 +639,9 @@ async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), K
                 None => Vec::new(),
                 Some(Json::Array(items)) => items,
                 Some(_) => {
-                    let kind = if matches!(m, Mutation::Append { .. }) {
-                        "append"
-                    } else {
-                        "prepend"
-                    };
                     return Err(KvError::Invalid(format!(
-                        "{kind}: the value at {key} is not an array"
+                        "{}: the value at {key} is not an array",
+                        m.kind()
                     )));
                 }
             };
