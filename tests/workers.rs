@@ -31,8 +31,12 @@ impl Apps {
 
     /// A fixture worker app; `extra` is more manifest YAML.
     fn add(&self, name: &str, extra: &str) {
-        let text = format!("command: [python3, {FIXTURE}]\n{extra}\n");
-        write(&self.dir(name).join("manifest.yaml"), &text);
+        self.manifest(name, &format!("command: [python3, {FIXTURE}]\n{extra}\n"));
+    }
+
+    /// The app `name` with exactly this manifest.
+    fn manifest(&self, name: &str, text: &str) {
+        write(&self.dir(name).join("manifest.yaml"), text);
     }
 
     fn dir(&self, name: &str) -> PathBuf {
@@ -203,7 +207,7 @@ fn forwards_to_the_app_without_its_segment() {
 #[test]
 fn unknown_apps_and_reserved_names_are_404() {
     let apps = Apps::new(&[("echo", "ttl: 5m")]);
-    write(&apps.dir(".hidden").join("manifest.yaml"), "ttl: 5m\n");
+    apps.manifest(".hidden", "ttl: 5m\n");
     let gw = Gateway::start(apps.options());
     for path in ["/nope/", "/nope", "/.hidden/", "/echo@9/"] {
         let r = gw.get(path);
@@ -263,7 +267,14 @@ fn a_crashing_worker_is_restarted_and_counted() {
     assert_eq!(r2.status, 200, "{r2:?}\n{}", gw.logs());
     assert_eq!(pid_of(&r2), first);
     assert!(gone_within(first, 5));
-    // The next request waits for the replacement (after the 1 s backoff).
+    // Replaced after the 1 s backoff with no request asking: it served within its ttl.
+    let replaced = eventually(Duration::from_secs(10), || {
+        of_app(&gw, "crashy")
+            .iter()
+            .any(|w| w["state"] == "ready")
+            .then_some(())
+    });
+    assert!(replaced.is_some(), "not replaced\n{}", gw.logs());
     let r3 = gw.get("/crashy/3");
     assert_eq!(r3.status, 200, "{r3:?}\n{}", gw.logs());
     let second = pid_of(&r3);
@@ -297,8 +308,8 @@ fn a_crashing_worker_is_restarted_and_counted() {
 #[test]
 fn a_failing_app_nobody_asks_for_is_not_restarted() {
     let apps = Apps::new(&[]);
-    write(
-        &apps.dir("broken").join("manifest.yaml"),
+    apps.manifest(
+        "broken",
         "command: [python3, -c, 'import sys; sys.exit(3)']\nttl: 1s\n",
     );
     let gw = Gateway::start(apps.options());
@@ -621,10 +632,7 @@ fn preload_starts_at_boot() {
 #[test]
 fn an_invalid_manifest_fails_that_app_only() {
     let apps = Apps::new(&[("good", "ttl: 5m")]);
-    write(
-        &apps.dir("bad").join("manifest.yaml"),
-        "command: [python3, x.py]\ntimeout: soon\n",
-    );
+    apps.manifest("bad", "command: [python3, x.py]\ntimeout: soon\n");
     let gw = Gateway::start(apps.options());
     let r = gw.get("/bad/");
     assert_eq!(r.status, 500, "{r:?}");
@@ -691,9 +699,8 @@ fn apps_need_a_token_unless_public() {
 /// Apps holding the static app `site` (an `index.html`) with this manifest.
 fn static_site(manifest: &str) -> Apps {
     let apps = Apps::new(&[]);
-    let dir = apps.dir("site");
-    write(&dir.join("manifest.yaml"), manifest);
-    write(&dir.join("index.html"), "<h1>site</h1>");
+    apps.manifest("site", manifest);
+    write(&apps.dir("site").join("index.html"), "<h1>site</h1>");
     apps
 }
 
