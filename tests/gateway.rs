@@ -174,6 +174,37 @@ fn rate_limit_headers_and_429() {
 }
 
 #[test]
+fn a_rate_limit_block_without_exclude_paths_keeps_the_default_excludes() {
+    // A config file's `rateLimit` block replaces the manifest's whole block, so the
+    // default exclude list must come from the code, not from the compiled-in manifest.
+    let gw = Gateway::start(
+        Options::default()
+            .config("plugins:\n  gateway:\n    rateLimit:\n      requests: 2\n      window: 1h\n")
+            .ready(),
+    );
+    for _ in 0..5 {
+        for path in [
+            "/api/health",
+            "/api/health/live",
+            "/api/health/ready",
+            "/metrics",
+        ] {
+            let r = gw.get(path);
+            assert_eq!(r.status, 200, "{path} is not counted");
+            assert!(r.header("ratelimit-limit").is_none(), "{path}: {r:?}");
+        }
+    }
+    // Admin routes count too: this is the first of the two allowed requests.
+    let config = gw.get("/gateway/api/config").json();
+    assert_eq!(
+        config["rateLimit"]["excludePaths"],
+        json!(["/api/health", "/api/health/**", "/metrics"])
+    );
+    assert_eq!(gw.get("/x").status, 404);
+    assert_eq!(gw.get("/x").status, 429, "the block's own limit holds");
+}
+
+#[test]
 fn rate_limit_by_header_and_rule_override() {
     let up = Upstream::http();
     let gw = Gateway::start(

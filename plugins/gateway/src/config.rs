@@ -48,6 +48,9 @@ pub const CORS_KEYS: &[&str] = &[
     "maxAge",
 ];
 pub const LIMIT_KEYS: &[&str] = &["enabled", "requests", "window", "keyBy", "excludePaths"];
+/// Paths the limiter skips unless `excludePaths` is given: a `rateLimit` block that only
+/// sets `requests` must not start counting health probes (a 429 there restarts the pod).
+const DEFAULT_EXCLUDE: [&str; 3] = ["{API}/health", "{API}/health/**", "/metrics"];
 
 /// `[A-Za-z0-9_-]+`: what a shell exclude may be.
 pub fn valid_basename(name: &str) -> bool {
@@ -178,7 +181,7 @@ fn limit(s: &Settings, api_base: &str, problems: &mut Problems) -> Option<LimitC
     };
     let exclude_list: Vec<String> = s
         .list("rateLimit.excludePaths", problems)
-        .unwrap_or_default()
+        .unwrap_or_else(|| DEFAULT_EXCLUDE.map(String::from).to_vec())
         .into_iter()
         .map(|p| p.replace("{API}", api_base))
         .collect();
