@@ -12,7 +12,7 @@ use crate::access::AdminAccess;
 use crate::config::{Config, InstalledPlugin, ServerConfig, Sources};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::logging::AccessLog;
-use crate::plugins::{CORE, Plugins};
+use crate::plugins::{self, CORE, Plugins};
 use crate::routes::Router;
 use buntime_workers::Pool;
 
@@ -100,10 +100,20 @@ impl Shared {
     /// section only changes where the file changed it; those changes need a restart.
     pub fn reload(&self) {
         let env = |k: &str| std::env::var(k).ok();
+        // All or nothing, as at start: a typo in one plugin's block must not leave the
+        // others running the new file and that one the old.
         let config = match Config::load(&Sources {
             file: self.config_file.as_deref(),
             env: &env,
             specs: CORE,
+        })
+        .and_then(|c| {
+            let problems = plugins::check(&c);
+            if problems.is_empty() {
+                Ok(c)
+            } else {
+                Err(problems)
+            }
         }) {
             Ok(c) => c,
             Err(problems) => {
