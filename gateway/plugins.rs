@@ -190,6 +190,42 @@ pub fn check(config: &Config) -> Problems {
     problems
 }
 
+/// What `check` finds in a new configuration, plus what a reload cannot do: load or unload
+/// a plugin, which builds the plugin graph again (a restart). Silently ignoring that would
+/// leave, say, auth-token off after a secret was added, or answering 503 after it was
+/// removed.
+pub fn check_reload(config: &Config, running: &[LoadedPlugin]) -> Problems {
+    let mut problems = check(config);
+    let effective = manifests(config);
+    let manifests: Vec<&Manifest> = effective.iter().collect();
+    let Ok(order) = load_order(&manifests) else {
+        return problems; // `check` named the cycle
+    };
+    for (i, m) in manifests.iter().enumerate() {
+        let now = order.load.contains(&i);
+        let was = running.iter().any(|l| l.name == m.name);
+        let why = if now && !was {
+            "would now be loaded; loading a plugin needs a restart".to_string()
+        } else if was && !now {
+            let keyless = !AuthPlugin::has_key_source(&config.plugins[i].settings);
+            let reason = if m.name == "auth-token" && keyless {
+                "no key source: secret, publicKey or jwksUrl"
+            } else {
+                order
+                    .skipped
+                    .iter()
+                    .find(|(s, _)| *s == i)
+                    .map_or("", |(_, r)| r.as_str())
+            };
+            format!("would no longer be loaded ({reason}); unloading a plugin needs a restart")
+        } else {
+            continue;
+        };
+        problems.push(format!("plugins.{}", m.name), "", why);
+    }
+    problems
+}
+
 /// Builds the enabled plugins in load order.
 pub fn build(config: &Config) -> Result<Plugins, Problems> {
     let problems = check(config);

@@ -108,7 +108,7 @@ impl Shared {
             specs: CORE,
         })
         .and_then(|c| {
-            let problems = plugins::check(&c);
+            let problems = plugins::check_reload(&c, &self.plugins.loaded);
             if problems.is_empty() {
                 Ok(c)
             } else {

@@ -588,3 +588,57 @@ fn bad_auth_config_is_named() {
         "{out}"
     );
 }
+
+#[test]
+fn sighup_changes_jwt_settings_but_cannot_turn_auth_on_or_off() {
+    let hs = |secret: &str| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let auth = |secret: &str| format!("plugins:\n  auth-token:\n    secret: {secret}\n");
+    let gw = Gateway::start(Options::default().config(&auth("first-secret")).ready());
+    let status = |token: &str| {
+        gw.get_with("/x", &[("authorization", &format!("Bearer {token}"))])
+            .status
+    };
+    assert_eq!(status(&hs("first-secret")), 404, "accepted, then no route");
+    gw.write_config(&auth("second-secret"));
+    gw.signal("HUP");
+    eventually(Duration::from_secs(5), || {
+        (status(&hs("second-secret")) == 404).then_some(())
+    })
+    .expect("the new secret is used without a restart");
+    assert_eq!(
+        status(&hs("first-secret")),
+        401,
+        "nor is the old one cached"
+    );
+
+    // Without a key source auth-token would be unloaded: refused, the running keys stay.
+    gw.write_config("plugins:\n  auth-token:\n    issuer: someone\n");
+    gw.signal("HUP");
+    eventually(Duration::from_secs(5), || {
+        gw.stderr()
+            .contains("reload refused, keeping the running configuration: plugins.auth-token: would no longer be loaded (no key source")
+            .then_some(())
+    })
+    .expect("the refusal is logged");
+    assert_eq!(status(&hs("second-secret")), 404);
+    assert_eq!(gw.get("/x").status, 401, "not 503, and not open");
+
+    // Started without auth, a new secret is refused too, instead of ignored.
+    let open = Gateway::start(Options::default().ready());
+    open.write_config(&auth("late-secret"));
+    open.signal("HUP");
+    eventually(Duration::from_secs(5), || {
+        open.stderr()
+            .contains("plugins.auth-token: would now be loaded; loading a plugin needs a restart")
+            .then_some(())
+    })
+    .expect("the refusal is logged");
+    assert_eq!(open.get("/x").status, 404, "still running without auth");
+}
