@@ -334,6 +334,22 @@ fn a_failing_app_nobody_asks_for_is_not_restarted() {
 }
 
 #[test]
+fn a_worker_writing_bytes_that_are_not_utf8_keeps_its_output_read() {
+    // A reader that stopped at the first such byte closed the pipe: the worker's next
+    // write failed with EPIPE and the request with it.
+    let apps = Apps::new(&[("latin", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    for word in ["one", "two", "three", "four"] {
+        let r = gw.get(&format!("/latin/print/{word}"));
+        assert_eq!(r.status, 200, "{word}: {r:?}\n{}", gw.logs());
+    }
+    let logged = eventually(Duration::from_secs(5), || {
+        gw.logs().contains("[latin-1] four caf\u{fffd}").then_some(())
+    });
+    assert!(logged.is_some(), "{}", gw.logs());
+}
+
+#[test]
 fn a_worker_dying_mid_request_is_502() {
     let apps = Apps::new(&[("fragile", "ttl: 5m")]);
     let gw = Gateway::start(apps.options());

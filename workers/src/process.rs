@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// How long a worker has to exit after SIGTERM before it gets SIGKILL.
@@ -56,18 +56,42 @@ pub fn spawn(
     ] {
         let Some(stream) = stream else { continue };
         let tag = tag.to_string();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if is_err {
-                    log::warn!(target: "worker", "[{tag}] {line}");
-                } else {
-                    log::info!(target: "worker", "[{tag}] {line}");
-                }
+        tokio::spawn(forward_lines(stream, move |line| {
+            if is_err {
+                log::warn!(target: "worker", "[{tag}] {line}");
+            } else {
+                log::info!(target: "worker", "[{tag}] {line}");
             }
-        });
+        }));
     }
     Ok(child)
+}
+
+/// A log record's most bytes of worker output; a longer line is split into records.
+const MAX_LINE: u64 = 16 * 1024;
+
+/// Hands each line of a worker's output to `emit`, until the worker closes it. The pipe
+/// must be drained whatever the worker writes: a reader that stopped (on a byte that is
+/// not UTF-8, say) would close it, and the worker's next write would fail with EPIPE. So
+/// bytes are decoded lossily, and a line without an end is cut every `MAX_LINE` bytes
+/// rather than held in memory whole.
+async fn forward_lines(stream: impl AsyncRead + Unpin, mut emit: impl FnMut(&str)) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        emit(&String::from_utf8_lossy(line));
+    }
 }
 
 /// `./bin/api` and other relative paths with a slash are inside the app folder; a bare
@@ -167,6 +191,30 @@ pub fn free_port() -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_output_is_forwarded_in_bounded_lines() {
+        let mut out: Vec<u8> = b"caf\xe9\r\nplain\n".to_vec();
+        out.extend(std::iter::repeat_n(b'x', 40_000));
+        out.extend(b"\nno end");
+        let mut lines = Vec::new();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(forward_lines(&out[..], |l| lines.push(l.to_string())));
+        let x = |n| "x".repeat(n);
+        assert_eq!(
+            lines,
+            [
+                "caf\u{fffd}".to_string(),
+                "plain".into(),
+                x(16_384),
+                x(16_384),
+                x(7_232),
+                "no end".into()
+            ]
+        );
+    }
 
     #[test]
     fn worker_ports_are_below_the_ephemeral_range_and_free() {
