@@ -114,7 +114,8 @@ fn forwards_to_the_app_without_its_segment() {
     )]);
     write(
         &apps.dir("echo").join(".env"),
-        "# comment\nFROM_DOTENV=dotenv\n",
+        // Expansion sees the manifest's env, never the gateway's secrets.
+        "# comment\nFROM_DOTENV=\"dotenv\n$APP_GREETING$RUNTIME_MASTER_KEY\" # a comment\n",
     );
     let gw = Gateway::start(apps.options().env("RUNTIME_MASTER_KEY", "master-secret"));
     let admin = [("authorization", "Bearer master-secret")];
@@ -142,7 +143,7 @@ fn forwards_to_the_app_without_its_segment() {
     // the gateway's own secrets.
     let env = &body["env"];
     assert_eq!(env["APP_GREETING"], "from-manifest");
-    assert_eq!(env["FROM_DOTENV"], "dotenv");
+    assert_eq!(env["FROM_DOTENV"], "dotenv\nfrom-manifest");
     assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
     assert!(env.get("PATH").is_some());
     assert!(env.get("RUNTIME_MASTER_KEY").is_none(), "{env}");
@@ -344,7 +345,9 @@ fn a_worker_writing_bytes_that_are_not_utf8_keeps_its_output_read() {
         assert_eq!(r.status, 200, "{word}: {r:?}\n{}", gw.logs());
     }
     let logged = eventually(Duration::from_secs(5), || {
-        gw.logs().contains("[latin-1] four caf\u{fffd}").then_some(())
+        gw.logs()
+            .contains("[latin-1] four caf\u{fffd}")
+            .then_some(())
     });
     assert!(logged.is_some(), "{}", gw.logs());
 }

@@ -73,7 +73,14 @@ pub fn load(dir: &Path) -> Result<AppManifest, String> {
     if dotenv.is_file() {
         let text =
             std::fs::read_to_string(&dotenv).map_err(|e| format!("cannot read .env: {e}"))?;
-        manifest.env.extend(parse_dotenv(&text)?);
+        // What a worker would see without the file: `PATH=./bin:$PATH` must work.
+        let mut known: BTreeMap<String, String> = INHERITED
+            .iter()
+            .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+            .collect();
+        known.extend(manifest.env.clone());
+        let from_file = parse_dotenv(&text, &known)?;
+        manifest.env.extend(from_file);
     }
     Ok(manifest)
 }
@@ -209,17 +216,29 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// `KEY=value` lines; `#` comments, blank lines, `export ` and matching quotes allowed.
-pub fn parse_dotenv(text: &str) -> Result<BTreeMap<String, String>, String> {
+/// A `.env` file as dotenv writes them (and Bun, the original's runtime, reads them):
+/// `KEY=value` lines, `#` comments, blank lines, `export `. An unquoted value ends at a `#`
+/// after whitespace. Single quotes and backticks are literal; double quotes turn `\n`,
+/// `\r`, `\t`, `\"`, `\\` and `\$` into the character. A quoted value may span lines (a PEM
+/// key). `$NAME` and `${NAME}` in unquoted and double-quoted values expand to a variable
+/// defined above it in the file or in `known` (the manifest's `env` and the inherited
+/// variables), else to nothing: never to the rest of the gateway's environment, whose
+/// secrets the worker must not see.
+pub fn parse_dotenv(
+    text: &str,
+    known: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let n = i + 1;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            return Err(format!(".env line {}: expected KEY=value", i + 1));
+        let Some((key, rest)) = line.split_once('=') else {
+            return Err(format!(".env line {n}: expected KEY=value"));
         };
         let key = key.trim();
         let key_ok = key
@@ -228,19 +247,100 @@ pub fn parse_dotenv(text: &str) -> Result<BTreeMap<String, String>, String> {
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(format!(
-                ".env line {}: {key:?} is not a variable name",
-                i + 1
-            ));
+            return Err(format!(".env line {n}: {key:?} is not a variable name"));
         }
-        let v = value.trim();
-        let unquoted = ['"', '\'']
-            .iter()
-            .find_map(|q| v.strip_prefix(*q)?.strip_suffix(*q))
-            .unwrap_or(v);
-        out.insert(key.to_string(), unquoted.to_string());
+        let lookup = |name: &str| out.get(name).or_else(|| known.get(name)).cloned();
+        let rest = rest.trim_start();
+        let value = match rest.chars().next() {
+            Some(quote @ ('"' | '\'' | '`')) => {
+                let mut raw = rest[1..].to_string();
+                let end = loop {
+                    if let Some(end) = closing_quote(&raw, quote) {
+                        break end;
+                    }
+                    let Some((_, more)) = lines.next() else {
+                        return Err(format!(
+                            ".env line {n}: the value of {key} has no closing {quote}"
+                        ));
+                    };
+                    raw.push('\n');
+                    raw.push_str(more);
+                };
+                let after = raw[end + 1..].trim();
+                if !after.is_empty() && !after.starts_with('#') {
+                    return Err(format!(
+                        ".env line {n}: unexpected {after:?} after the quoted value of {key}"
+                    ));
+                }
+                let inner = &raw[..end];
+                if quote == '"' {
+                    expand(inner, true, &lookup)
+                } else {
+                    inner.to_string()
+                }
+            }
+            _ => {
+                let end = rest
+                    .char_indices()
+                    .find(|&(j, c)| c == '#' && (j == 0 || rest[..j].ends_with([' ', '\t'])))
+                    .map_or(rest.len(), |(j, _)| j);
+                expand(rest[..end].trim_end(), false, &lookup)
+            }
+        };
+        out.insert(key.to_string(), value);
     }
     Ok(out)
+}
+
+/// Where `quote` closes `text`; inside double quotes a backslash escapes the next character.
+fn closing_quote(text: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quote == '"' => escaped = true,
+            c if c == quote => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Expands `$NAME`, `${NAME}` and `\$`; in double quotes (`quoted`) also `\n`, `\r`, `\t`,
+/// `\"` and `\\`. Any other backslash is kept as written.
+fn expand(text: &str, quoted: bool, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('\\', Some('$')) => out.push(chars.next().unwrap_or('$')),
+            ('\\', Some(e @ ('n' | 'r' | 't' | '"' | '\\'))) if quoted => {
+                chars.next();
+                out.push(match e {
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    other => other,
+                });
+            }
+            ('$', Some('{')) => {
+                chars.next();
+                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                out.push_str(&lookup(&name).unwrap_or_default());
+            }
+            ('$', Some(first)) if first.is_ascii_alphabetic() || first == '_' => {
+                let mut name = String::new();
+                while let Some(&c) = chars.peek().filter(|&&c| is_name(c)) {
+                    name.push(c);
+                    chars.next();
+                }
+                out.push_str(&lookup(&name).unwrap_or_default());
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The worker's whole environment: the inherited variables, the app's, then the address.
@@ -353,7 +453,65 @@ mod tests {
         let env = worker_env(&m, &own, ("PORT", "4000".into()));
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, vec!["APP", "PATH", "PORT"]);
-        assert!(parse_dotenv("1BAD=x").is_err());
-        assert!(parse_dotenv("novalue").is_err());
+    }
+
+    fn dotenv(text: &str) -> Result<Vec<(String, String)>, String> {
+        let known = BTreeMap::from([("FROM_MANIFEST".to_string(), "m".to_string())]);
+        parse_dotenv(text, &known).map(|m| m.into_iter().collect())
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dotenv_reads_what_dotenv_files_hold() {
+        let text = "# a comment\n\n\
+            export PLAIN = value with spaces  # a comment\n\
+            HASH=abc#def\n\
+            EMPTY=\n\
+            SINGLE='no $PLAIN \\n # here'  # comment\n\
+            TICK=`a 'b' \"c\"`\n\
+            DOUBLE=\"tab\\there\\n \\\"q\\\" \\\\ \\$PLAIN \\x\"\n\
+            KEY=\"-----BEGIN KEY-----\nAAAA\n-----END KEY-----\"\n\
+            URL=http://$FROM_MANIFEST:${PLAIN}@h/$UNKNOWN.x\n\
+            QUOTED=\"${HASH}-$EMPTY-\"\n\
+            CRLF=yes\r\n";
+        assert_eq!(
+            dotenv(text).unwrap(),
+            pairs(&[
+                ("CRLF", "yes"),
+                ("DOUBLE", "tab\there\n \"q\" \\ $PLAIN \\x"),
+                ("EMPTY", ""),
+                ("HASH", "abc#def"),
+                ("KEY", "-----BEGIN KEY-----\nAAAA\n-----END KEY-----"),
+                ("PLAIN", "value with spaces"),
+                ("QUOTED", "abc#def--"),
+                ("SINGLE", "no $PLAIN \\n # here"),
+                ("TICK", "a 'b' \"c\""),
+                ("URL", "http://m:value with spaces@h/.x"),
+            ])
+        );
+    }
+
+    #[test]
+    fn dotenv_errors_name_the_line() {
+        for (text, needle) in [
+            ("1BAD=x", "line 1: \"1BAD\" is not a variable name"),
+            ("A=1\nnovalue", "line 2: expected KEY=value"),
+            (
+                "A=\"open\nstill open",
+                "line 1: the value of A has no closing \"",
+            ),
+            (
+                "A='x' y",
+                "line 1: unexpected \"y\" after the quoted value of A",
+            ),
+        ] {
+            let err = dotenv(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 }
