@@ -224,11 +224,17 @@ fn openapi_describes_the_runtime_api() {
         "/_/api/health/ready",
         "/_/api/plugins",
         "/_/api/plugins/loaded",
+        "/_/api/workers",
+        "/_/api/apps",
         "/.well-known/buntime",
+        "/metrics",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }
     assert!(paths["/_/api/plugins"]["get"]["security"].is_array());
+    let restart = &paths["/_/api/workers/{app}/restart"]["post"];
+    assert!(restart["security"].is_array(), "{restart}");
+    assert_eq!(restart["parameters"][0]["name"], "app");
 }
 
 #[test]

@@ -157,10 +157,39 @@ pub fn openapi(api_base: &str, plugins: &Plugins) -> Bytes {
         )
         .add(
             "GET",
+            &p("/workers"),
+            "One entry per worker process",
+            true,
+            &[200, 401],
+        )
+        .add(
+            "POST",
+            &p("/workers/{app}/restart"),
+            "Drain and restart an app's workers",
+            true,
+            &[200, 401, 404],
+        )
+        .add(
+            "GET",
+            &p("/apps"),
+            "Apps found in the worker dirs, with their versions",
+            true,
+            &[200, 401],
+        )
+        .add(
+            "GET",
             "/.well-known/buntime",
             "Where the runtime API lives",
             false,
             &[200],
+        )
+        // Public unless METRICS_TOKEN is set; then a bearer token (not an admin key).
+        .add(
+            "GET",
+            "/metrics",
+            "Prometheus metrics (text format 0.0.4)",
+            false,
+            &[200, 401],
         );
     let mut paths = match core.into_value() {
         Value::Object(m) => m,
