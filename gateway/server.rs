@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::ServeHttp;
+use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
@@ -43,18 +44,39 @@ fn tokio_timer_above_secs(threads: usize) -> u64 {
     }
 }
 
+/// Where to listen on `port`: every IPv6 and IPv4 address (`[::]`, dual-stack) when the
+/// host has IPv6, else every IPv4 address. Both binds are tried now: Pingora binds later,
+/// and on a busy port it retries for 30 s and then panics in a task while the process
+/// lives on; a clear error now is better.
+fn listen_address(name: &str, port: u16) -> Result<String, String> {
+    let busy = |e: std::io::Error| format!("{name} {port}: cannot listen: {e}");
+    drop(std::net::TcpListener::bind(("0.0.0.0", port)).map_err(busy)?);
+    match std::net::TcpListener::bind(("::", port)) {
+        Ok(_) => Ok(format!("[::]:{port}")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(busy(e)),
+        Err(e) => {
+            log::info!("{name} {port}: IPv4 only, no IPv6 here ({e})");
+            Ok(format!("0.0.0.0:{port}"))
+        }
+    }
+}
+
+/// `[::]` takes IPv4 clients too whatever `net.ipv6.bindv6only` says; their addresses
+/// arrive IPv4-mapped and are made plain IPv4 again where the client address is read.
+fn socket_options(address: &str) -> TcpSocketOptions {
+    let mut options = TcpSocketOptions::default();
+    options.ipv6_only = address.starts_with('[').then_some(false);
+    options
+}
+
 /// Runs until shutdown. Errors are start-up errors (the message says what to fix).
 pub fn serve(config: Config) -> Result<(), String> {
     let port = config.server.port;
-    // Pingora retries a busy port for 30 s and then panics in a task while the process
-    // lives on; a clear error now is better.
-    std::net::TcpListener::bind(("0.0.0.0", port))
-        .map_err(|e| format!("PORT {port}: cannot listen: {e}"))?;
-
-    if let Some(p) = config.server.metrics_port {
-        std::net::TcpListener::bind(("0.0.0.0", p))
-            .map_err(|e| format!("METRICS_PORT {p}: cannot listen: {e}"))?;
-    }
+    let public = listen_address("PORT", port)?;
+    let metrics_listener = match config.server.metrics_port {
+        Some(p) => Some(listen_address("METRICS_PORT", p)?),
+        None => None,
+    };
     // Set now, not only by Pingora's `run()` from `ServerConf`: the pool's first health
     // checks come before it, and the first fast timeout starts the timer thread for good.
     let tokio_timer_above = tokio_timer_above_secs(config.server.threads);
@@ -95,16 +117,16 @@ pub fn serve(config: Config) -> Result<(), String> {
     .name("gateway")
     .server_options(HttpServerOptions::default());
     let mut proxy = proxy.build();
-    proxy.add_tcp(&format!("0.0.0.0:{port}"));
+    proxy.add_tcp_with_settings(&public, socket_options(&public));
     server.add_service(proxy);
-    if let Some(p) = shared.server.metrics_port {
+    if let Some(address) = metrics_listener {
         let mut metrics = Service::new(
             "metrics".to_string(),
             MetricsPort {
                 shared: shared.clone(),
             },
         );
-        metrics.add_tcp(&format!("0.0.0.0:{p}"));
+        metrics.add_tcp_with_settings(&address, socket_options(&address));
         server.add_service(metrics);
     }
     server.add_service(background_service(
@@ -123,7 +145,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     );
     let reload_target = shared.clone();
     log::info!(
-        "buntime {} listening on 0.0.0.0:{port} (API at {})",
+        "buntime {} listening on {public} (API at {})",
         crate::state::VERSION,
         shared.server.api_base
     );

@@ -292,22 +292,91 @@ fn serve_refuses_to_start_on_bad_config() {
     assert!(err.contains("RUNTIME_DRAIN_DELAY"), "{err}");
 }
 
-#[test]
-fn busy_port_is_a_clear_start_up_error() {
-    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
+/// Starts the gateway on a port another socket holds; it must exit with an error within
+/// 10 s (not serve, not retry). Returns its stderr.
+fn serve_on_busy_port(port: u16) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::BIN)
+    let mut child = std::process::Command::new(common::BIN)
         .arg("serve")
         .current_dir(dir.path())
         .env_clear()
         .env("PORT", port.to_string())
         .env("RUNTIME_PLUGIN_DIRS", dir.path())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("PORT {port}")), "{err}");
+    let Some(status) = common::eventually(Duration::from_secs(10), || child.try_wait().unwrap())
+    else {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("the gateway started on busy port {port}");
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn busy_port_is_a_clear_start_up_error() {
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let err = serve_on_busy_port(port);
+    assert!(
+        err.contains(&format!("PORT {port}: cannot listen")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_port_busy_on_ipv6_only_is_a_clear_start_up_error_too() {
+    let Ok(holder) = std::net::TcpListener::bind("[::1]:0") else {
+        return; // no IPv6 on this machine: the gateway listens on IPv4 only
+    };
+    let port = holder.local_addr().unwrap().port();
+    let err = serve_on_busy_port(port);
+    assert!(
+        err.contains(&format!("PORT {port}: cannot listen")),
+        "{err}"
+    );
+}
+
+#[test]
+fn ipv4_and_ipv6_clients_are_served_and_told_apart() {
+    let gw = Gateway::start(Options::default().ready());
+    assert_eq!(gw.get("/x").status, 404);
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return; // no IPv6 on this machine
+    }
+    let v6 = |path: &str| {
+        common::send(
+            &common::agent(),
+            "GET",
+            &format!("http://[::1]:{}{path}", gw.port),
+            &[],
+            None,
+        )
+    };
+    assert_eq!(v6("/x").status, 404);
+    // ::1 is loopback for the admin check; IPv4 clients are keyed as plain IPv4, not
+    // as the IPv4-mapped addresses a dual-stack socket reports.
+    let buckets = v6("/gateway/api/rate-limit/buckets");
+    assert_eq!(buckets.status, 200, "{buckets:?}");
+    let mut keys: Vec<String> = buckets
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["127.0.0.1", "::1"]);
 }
 
 #[test]
