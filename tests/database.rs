@@ -183,6 +183,27 @@ fn tables_schema_and_rows(b: Backend) {
         gw.get("/database/api/tables/x%22%3B%20DROP/rows").status,
         404
     );
+    // Names are percent-decoded: a table with a space, a quote or a non-ASCII letter in
+    // its name is reached by its encoded name.
+    sql(
+        gw,
+        r#"CREATE TABLE "my ""odd"" table+é" (v TEXT)"#,
+        json!([]),
+    );
+    sql(
+        gw,
+        r#"INSERT INTO "my ""odd"" table+é" VALUES ('x')"#,
+        json!([]),
+    );
+    let odd = "my%20%22odd%22%20table+%C3%A9";
+    let schema = gw.get(&format!("/database/api/tables/{odd}/schema"));
+    assert_eq!(schema.status, 200, "{schema:?}");
+    assert_eq!(schema.json()["table"], r#"my "odd" table+é"#);
+    let rows = gw.get(&format!("/database/api/tables/{odd}/rows")).json();
+    assert_eq!(rows["rows"], json!([{"v": "x"}]), "{rows}");
+    let r = gw.get("/database/api/tables/%FF/rows");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.json()["error"], r#"Path segment "%FF" is not UTF-8"#);
     let health = gw.get("/database/api/health").json();
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["primary"]["ok"], true);

@@ -253,6 +253,19 @@ fn rate_limit_by_header_and_rule_override() {
         stats["rateLimit"]["activeKeys"].as_u64().unwrap() >= 3000,
         "{stats}"
     );
+    // A bucket is deleted by its key as the path segment, percent-decoded: a `+` in
+    // it is a plus, not a space.
+    assert_eq!(gw.get_with("/x", &user("ann+1@example.com")).status, 404);
+    let r = gw.send(
+        "DELETE",
+        "/gateway/api/rate-limit/buckets/ann+1%40example.com",
+        &user("admin"),
+        None,
+    );
+    assert_eq!(
+        r.json(),
+        json!({"deleted": true, "key": "ann+1@example.com"})
+    );
 }
 
 #[test]

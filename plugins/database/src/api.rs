@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use buntime_plugin_sdk::api::decode_segment;
 use buntime_plugin_sdk::openapi::Paths;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
 use http::Method;
@@ -18,8 +19,12 @@ pub async fn handle(db: &Database, req: &ApiRequest) -> ApiResult {
     match (&req.method, segs.as_slice()) {
         (&Method::POST, ["api", "query"]) => query(db, req).await,
         (&Method::GET, ["api", "tables"]) => tables(db).await,
-        (&Method::GET, ["api", "tables", name, "schema"]) => schema(db, name).await,
-        (&Method::GET, ["api", "tables", name, "rows"]) => rows(db, req, name).await,
+        (&Method::GET, ["api", "tables", name, "schema"]) => {
+            schema(db, &decode_segment(name)?).await
+        }
+        (&Method::GET, ["api", "tables", name, "rows"]) => {
+            rows(db, req, &decode_segment(name)?).await
+        }
         (&Method::GET, ["api", "health"]) => health(db).await,
         _ => Ok(ApiResponse::not_found()),
     }

@@ -1,6 +1,7 @@
 //! `/gateway/api` (SPEC 5.4, admin).
 
 use buntime_keyval::{Check, Key, KeyVal, Mutation};
+use buntime_plugin_sdk::api::decode_segment;
 use buntime_plugin_sdk::openapi::Paths;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
 use http::Method;
@@ -32,7 +33,7 @@ pub async fn handle(g: &GatewayPlugin, req: &ApiRequest) -> ApiResult {
             Ok(ApiResponse::ok(&g.limiter.buckets(limit)))
         }
         (&Method::DELETE, ["api", "rate-limit", "buckets", key]) => {
-            let key = decode(key);
+            let key = decode_segment(key)?;
             Ok(ApiResponse::ok(
                 &json!({"deleted": g.limiter.delete(&key), "key": key}),
             ))
@@ -45,7 +46,7 @@ pub async fn handle(g: &GatewayPlugin, req: &ApiRequest) -> ApiResult {
         }
         (&Method::POST, ["api", "shell", "excludes"]) => add_exclude(g, req).await,
         (&Method::DELETE, ["api", "shell", "excludes", name]) => {
-            remove_exclude(g, &decode(name)).await
+            remove_exclude(g, &decode_segment(name)?).await
         }
         _ => Ok(ApiResponse::not_found()),
     }
@@ -110,13 +111,6 @@ pub fn openapi() -> Json {
         &[200, 400, 401, 503],
     );
     p.into_value()
-}
-
-fn decode(segment: &str) -> String {
-    form_urlencoded::parse(format!("v={segment}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 fn list_excludes(shell: Option<&Shell>) -> Json {

@@ -21,6 +21,15 @@ pub struct ApiRequest {
     pub client_ip: IpAddr,
 }
 
+/// A segment of `ApiRequest::segments`, percent-decoded (`my%20table` -> `my table`; a `+`
+/// stays a `+`, as anywhere in a path). 400 when the decoded bytes are not UTF-8.
+pub fn decode_segment(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request(format!("Path segment {raw:?} is not UTF-8")))
+}
+
 impl ApiRequest {
     /// Path segments below the base: `/api/rules/abc` -> `["api", "rules", "abc"]`.
     pub fn segments(&self) -> Vec<&str> {
