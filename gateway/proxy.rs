@@ -943,14 +943,21 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Option<Bytes>> {
         .headers
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // The client's errors (a malformed chunk, a closed connection) are marked as the
+    // client's, so they answer 400 or nothing rather than a 502 that blames an upstream.
+    let downstream = |mut e: Box<Error>| {
+        e.as_down();
+        e
+    };
     if expects {
         session
             .as_downstream_mut()
             .write_continue_response()
-            .await?;
+            .await
+            .map_err(downstream)?;
     }
     let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = session.read_request_body().await.map_err(downstream)? {
         if (buf.len() + chunk.len()) as u64 > limit {
             return Ok(None);
         }

@@ -72,6 +72,16 @@ fn oversized_content_length_is_413_before_the_body() {
 }
 
 #[test]
+fn a_malformed_body_to_an_admin_route_is_the_clients_error() {
+    let gw = Gateway::start(Options::default());
+    let req = b"POST /redirects/api/rules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nnot a chunk\r\n";
+    let out = raw(gw.port, req, Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("{\"error\":\"Bad Request\"}"), "{out}");
+    assert_eq!(gw.get("/redirects/api/rules").json(), json!([]));
+}
+
+#[test]
 fn dot_segments_are_refused() {
     let gw = Gateway::start(Options::default());
     let out = raw(
