@@ -59,6 +59,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum WorkerKind {
+    /// Kill the workers' process groups once the gateway is gone (reads them on stdin).
+    Reaper,
     /// Serve a static app folder on PORT or BUNTIME_SOCKET.
     Static {
         #[arg(long)]
@@ -71,6 +73,10 @@ enum WorkerKind {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Worker(WorkerKind::Reaper) => {
+            buntime_workers::process::reaper_main();
+            ExitCode::SUCCESS
+        }
         Command::Worker(WorkerKind::Static { dir, entrypoint }) => {
             logging::init(log::LevelFilter::Warn, config::LogFormat::Text);
             match buntime_workers::static_files::serve(&dir, &entrypoint) {

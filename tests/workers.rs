@@ -846,17 +846,50 @@ fn live_pids(gw: &Gateway) -> Vec<u64> {
         .collect()
 }
 
+/// The app `name` behind a shell: its server, whose pid it answers with, is the worker
+/// process's child, so the gateway's grandchild (as under `npm start`).
+fn add_nested(apps: &Apps, name: &str) {
+    apps.manifest(
+        name,
+        &format!("command: [sh, -c, \"python3 {FIXTURE}; true\"]\nttl: 5m\n"),
+    );
+}
+
+/// Two workers, `one` preloaded and `two` nested; every pid: the two workers' and the
+/// nested server's.
 fn start_two_workers() -> (Apps, Gateway, Vec<u64>) {
-    let apps = Apps::new(&[("one", "ttl: 5m\npreload: true"), ("two", "ttl: 5m")]);
+    let apps = Apps::new(&[("one", "ttl: 5m\npreload: true")]);
+    add_nested(&apps, "two");
     let gw = Gateway::start(apps.options());
-    pid_of(&gw.get("/two/"));
-    let pids = eventually(Duration::from_secs(10), || {
+    let server = pid_of(&gw.get("/two/"));
+    let mut pids = eventually(Duration::from_secs(10), || {
         let p = live_pids(&gw);
         (p.len() == 2).then_some(p)
     })
     .expect("two workers");
+    assert!(!pids.contains(&server), "two's server runs under its shell");
+    pids.push(server);
     assert!(pids.iter().all(|p| alive(*p)));
     (apps, gw, pids)
+}
+
+#[test]
+fn what_a_crashed_worker_started_goes_with_it() {
+    let apps = Apps::new(&[]);
+    add_nested(&apps, "nest");
+    let gw = Gateway::start(apps.options());
+    let server = pid_of(&gw.get("/nest/"));
+    let shell = live_pids(&gw)[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &shell.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        gone_within(server, 5),
+        "the server outlived its crashed worker\n{}",
+        gw.logs()
+    );
 }
 
 #[test]

@@ -449,6 +449,7 @@ pub struct Pool {
     tx: mpsc::UnboundedSender<Cmd>,
     next_id: AtomicU64,
     run_dir: PathBuf,
+    reaper: process::Reaper,
 }
 
 impl Pool {
@@ -463,7 +464,9 @@ impl Pool {
         let run_dir = std::env::temp_dir().join(format!("buntime-{}", std::process::id()));
         std::fs::create_dir_all(&run_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let reaper = process::Reaper::start(&opts.exe)?;
         let pool = Arc::new(Pool {
+            reaper,
             discovery: Discovery::new(opts.dirs.clone(), opts.reserved.clone()),
             opts,
             apps: ArcSwap::from_pointee(HashMap::new()),
@@ -988,6 +991,7 @@ impl Supervisor {
         let mut child = process::spawn(&argv, &app.dir, &env, &id)
             .map_err(|e| format!("cannot start the worker: {e}"))?;
         let pid = child.id().unwrap_or(0);
+        self.pool.reaper.watch(pid);
         let now = now_ms();
         let w = Arc::new(Worker {
             id,
@@ -1141,7 +1145,10 @@ impl Supervisor {
         } else {
             w.set_state(State::Crashed);
             log::warn!("worker {} exited unexpectedly ({status})", w.id);
+            // What it started would live on, holding its port or files, unowned.
+            process::signal_group(w.pid(), Signal::SIGKILL);
         }
+        self.forget_group_once_gone(w.pid());
         self.pool.archive(&w);
         let Some(app) = app else { return };
         app.remove(&w.id);
@@ -1193,6 +1200,20 @@ impl Supervisor {
                 let _ = tx.send(Cmd::Start(app));
             });
         }
+    }
+
+    /// Tells the reaper to forget a worker's group once none of it is left: after a stop,
+    /// the rest of the group has the stop's grace before its SIGKILL. Bounded, because
+    /// zombies (when the gateway is PID 1 and reaps no orphans) stay in their group.
+    fn forget_group_once_gone(&self, pgid: u32) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + process::STOP_GRACE + Duration::from_secs(2);
+            while process::group_alive(pgid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            pool.reaper.forget(pgid);
+        });
     }
 
     /// TTL, health probes, recycling.

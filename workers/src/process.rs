@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -124,6 +124,95 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Kills the workers' process groups when the gateway dies, however it dies. The parent-death
+/// signal reaches only a worker's own process; what that process started (`npm start` runs
+/// node as the gateway's grandchild, `sh -c` its command) would outlive a SIGKILLed
+/// gateway. One helper process, `<exe> worker reaper`, is told every worker's group on a
+/// pipe that only the gateway holds; the kernel closes it when the gateway dies, and at
+/// that end of input the helper kills every group it was told of.
+#[derive(Debug)]
+pub struct Reaper {
+    pipe: std::sync::Mutex<Option<std::process::ChildStdin>>,
+}
+
+impl Reaper {
+    pub fn start(exe: &Path) -> std::io::Result<Reaper> {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(exe)
+            .args(["worker", "reaper"])
+            .stdin(Stdio::piped())
+            // Its own group: a Ctrl-C meant for the gateway must not take it first.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", exe.display())))?;
+        Ok(Reaper {
+            pipe: std::sync::Mutex::new(child.stdin.take()),
+        })
+    }
+
+    /// From now on, kill group `pgid` if the gateway dies.
+    pub fn watch(&self, pgid: u32) {
+        self.tell(&format!("+{pgid}\n"));
+    }
+
+    /// Group `pgid` is gone; its number may be reused.
+    pub fn forget(&self, pgid: u32) {
+        self.tell(&format!("-{pgid}\n"));
+    }
+
+    fn tell(&self, line: &str) {
+        use std::io::Write;
+        let mut pipe = self.pipe.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pipe.as_mut()
+            && let Err(e) = p.write_all(line.as_bytes())
+        {
+            log::error!("the worker reaper is gone ({e}): workers may outlive a crash");
+            *pipe = None;
+        }
+    }
+}
+
+/// `buntime worker reaper`: deaf to the signals a terminal or a `killall buntime` sends (it
+/// ends when the gateway does, and must outlive it), then `reap` on stdin.
+pub fn reaper_main() -> usize {
+    let mut deaf = SigSet::empty();
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        deaf.add(sig);
+    }
+    if let Err(e) = deaf.thread_block() {
+        eprintln!("worker reaper: cannot block signals: {e}");
+    }
+    reap(std::io::stdin().lock())
+}
+
+/// Reads `+<pgid>` and `-<pgid>` lines until the input ends (the
+/// gateway is gone), then SIGKILLs every group still listed. Returns how many it killed.
+pub fn reap(input: impl std::io::BufRead) -> usize {
+    let mut groups = std::collections::BTreeSet::new();
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        let (sign, number) = line.split_at(line.len().min(1));
+        match (sign, number.parse::<u32>()) {
+            ("+", Ok(pgid)) if pgid > 1 => {
+                groups.insert(pgid);
+            }
+            ("-", Ok(pgid)) => {
+                groups.remove(&pgid);
+            }
+            _ => {}
+        }
+    }
+    groups
+        .iter()
+        .filter(|&&pgid| killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL).is_ok())
+        .count()
+}
+
 /// Sends `sig` to the worker's whole process group.
 pub fn signal_group(pid: u32, sig: Signal) {
     if pid == 0 {
@@ -191,6 +280,36 @@ pub fn free_port() -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reaper_kills_the_groups_still_listed_when_its_input_ends() {
+        use std::os::unix::process::CommandExt;
+        let group = || {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let (mut listed, mut forgotten) = (group(), group());
+        let input = format!(
+            "+{}\n+{}\nnoise\n+1\n-{}\n",
+            listed.id(),
+            forgotten.id(),
+            forgotten.id()
+        );
+        assert_eq!(reap(input.as_bytes()), 1);
+        assert!(
+            listed.wait().unwrap().code().is_none(),
+            "killed by a signal"
+        );
+        assert!(
+            forgotten.try_wait().unwrap().is_none(),
+            "a forgotten group lives"
+        );
+        forgotten.kill().unwrap();
+        forgotten.wait().unwrap();
+    }
 
     #[test]
     fn any_output_is_forwarded_in_bounded_lines() {
