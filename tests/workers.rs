@@ -873,6 +873,57 @@ fn start_two_workers() -> (Apps, Gateway, Vec<u64>) {
     (apps, gw, pids)
 }
 
+/// The pid, as this test sees it, of the one process whose command line is `argv`.
+fn pid_running(argv: &[&str]) -> Option<u64> {
+    let wanted = argv.join("\0") + "\0";
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: u64 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (cmdline == wanted.as_bytes()).then_some(pid)
+    })
+}
+
+#[test]
+fn as_pid_1_the_gateway_reaps_what_a_crashed_worker_left() {
+    // A container's command runs as PID 1, which inherits every orphan: the process a
+    // crashed worker left, once killed, must not stay a zombie.
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "\n*** SKIPPED {}: unshare --pid (root) ***\n",
+            module_path!()
+        );
+        return;
+    }
+    let apps = Apps::new(&[]);
+    let marker = format!("300.{}", std::process::id());
+    apps.manifest(
+        "parent",
+        &format!("command: [sh, -c, \"sleep {marker} & exec python3 {FIXTURE}\"]\nttl: 5m\n"),
+    );
+    let mut opts = apps.options();
+    opts.wrapper = ["unshare", "--pid", "--mount-proc", "--kill-child"]
+        .map(String::from)
+        .to_vec();
+    let gw = Gateway::start(opts);
+    assert_eq!(gw.get("/parent/").status, 200);
+    let sleeper = pid_running(&["sleep", &marker]).expect("the worker's child");
+    let r = common::try_send(&common::agent(), "GET", &gw.url("/parent/die"), &[], None);
+    assert!(r.is_err() || r.unwrap().status == 502);
+    let proc_entry = PathBuf::from(format!("/proc/{sleeper}"));
+    let reaped = eventually(Duration::from_secs(5), || {
+        (!proc_entry.exists()).then_some(())
+    });
+    assert!(
+        reaped.is_some(),
+        "the worker's child is still there (alive: {})\n{}",
+        alive(sleeper),
+        gw.logs()
+    );
+}
+
 #[test]
 fn what_a_crashed_worker_started_goes_with_it() {
     let apps = Apps::new(&[]);

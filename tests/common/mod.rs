@@ -57,6 +57,9 @@ pub struct Options {
     pub wait_ready: bool,
     /// Share another gateway's temp dir (same data dir and plugin dirs).
     pub dir: Option<PathBuf>,
+    /// A command that runs the gateway (`unshare ...`): `pid()` and `signal()` then
+    /// reach that command, not the gateway.
+    pub wrapper: Vec<String>,
 }
 
 impl Options {
@@ -186,7 +189,14 @@ impl Gateway {
         std::fs::write(&config, opts.config.as_deref().unwrap_or("")).unwrap();
         let log_out = dir.join(format!("stdout-{port}.log"));
         let log_err = dir.join(format!("stderr-{port}.log"));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)

@@ -1220,6 +1220,7 @@ impl Supervisor {
     fn tick(&mut self, probe_now: bool) {
         // New and removed app folders count within a tick; requests never read the dirs.
         self.pool.discovery.refresh();
+        process::reap_orphans();
         for app in self.pool.apps.load().values() {
             let Ok(m) = app.manifest() else { continue };
             for w in app.workers.load().iter() {

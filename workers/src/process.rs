@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -211,6 +212,38 @@ pub fn reap(input: impl std::io::BufRead) -> usize {
         .iter()
         .filter(|&&pgid| killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL).is_ok())
         .count()
+}
+
+/// When the gateway is PID 1 (a container's command, as in the Helm chart), orphans are
+/// reparented to it, and what a crashed worker left (which the pool kills) would stay a
+/// zombie for good. Reaps the zombie children that lead no process group: every process
+/// the gateway starts leads its own, and tokio reaps those. Returns how many.
+pub fn reap_orphans() -> usize {
+    if std::process::id() != 1 {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| is_orphan_zombie(pid))
+        .filter(|&pid| waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok())
+        .count()
+}
+
+/// A zombie child of PID 1 that is not its group's leader, from `/proc/<pid>/stat`.
+fn is_orphan_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid pgrp ...": the name may hold spaces and parentheses.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return false;
+    };
+    let mut fields = rest.split(' ');
+    let (state, ppid, pgrp) = (fields.next(), fields.next(), fields.next());
+    state == Some("Z") && ppid == Some("1") && pgrp != Some(pid.to_string().as_str())
 }
 
 /// Sends `sig` to the worker's whole process group.
