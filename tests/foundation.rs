@@ -302,9 +302,10 @@ fn serve_refuses_to_start_on_bad_config() {
     assert!(err.contains("RUNTIME_DRAIN_DELAY"), "{err}");
 }
 
-/// Starts the gateway on a port another socket holds; it must exit with an error within
-/// 10 s (not serve, not retry). Returns its stderr.
-fn serve_on_busy_port(port: u16) -> String {
+/// Starts the gateway on the port `holder` holds: it must exit within 10 s (not serve,
+/// not retry) with an error that names the port.
+fn refuses_the_busy_port(holder: &std::net::TcpListener) {
+    let port = holder.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(common::BIN)
         .arg("serve")
@@ -330,18 +331,15 @@ fn serve_on_busy_port(port: u16) -> String {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    err
-}
-
-#[test]
-fn busy_port_is_a_clear_start_up_error() {
-    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = holder.local_addr().unwrap().port();
-    let err = serve_on_busy_port(port);
     assert!(
         err.contains(&format!("PORT {port}: cannot listen")),
         "{err}"
     );
+}
+
+#[test]
+fn busy_port_is_a_clear_start_up_error() {
+    refuses_the_busy_port(&std::net::TcpListener::bind("0.0.0.0:0").unwrap());
 }
 
 #[test]
@@ -349,12 +347,7 @@ fn a_port_busy_on_ipv6_only_is_a_clear_start_up_error_too() {
     let Ok(holder) = std::net::TcpListener::bind("[::1]:0") else {
         return; // no IPv6 on this machine: the gateway listens on IPv4 only
     };
-    let port = holder.local_addr().unwrap().port();
-    let err = serve_on_busy_port(port);
-    assert!(
-        err.contains(&format!("PORT {port}: cannot listen")),
-        "{err}"
-    );
+    refuses_the_busy_port(&holder);
 }
 
 #[test]
