@@ -750,7 +750,12 @@ fn websockets_over_tls() {
     );
     let mut ws = ws_connect(gw.port, "/secure-ws");
     ws.send(tungstenite::Message::text("over tls")).unwrap();
-    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("over tls"));
+    // It failed once in CI with the tunnel reset after the 101 (not reproduced in 67
+    // runs since): the gateway's log says which side closed, next time.
+    match ws.read() {
+        Ok(m) => assert_eq!(m, tungstenite::Message::text("over tls")),
+        Err(e) => panic!("{e}\n{}", gw.logs()),
+    }
 }
 
 #[test]
