@@ -309,6 +309,16 @@ fn cookie_tokens_and_public_routes() {
     assert_eq!(gw.get("/app/pub/x").status, 200);
     assert_eq!(gw.send("POST", "/app/pub/x", &[], Some(b"")).status, 401);
     assert_eq!(gw.get("/api/health").status, 200);
+    // A public prefix does not carry a path that an upstream would resolve out of it.
+    for sneaky in [
+        "/app/open/..;/data",
+        "/app/open/..%2fdata",
+        "/app/open/%2e%2e%5cdata",
+    ] {
+        let r = gw.get(sneaky);
+        assert_eq!(r.status, 400, "{sneaky}: {r:?}");
+        assert_eq!(r.json()["error"], "Invalid path");
+    }
     // A path no route serves is protected too.
     assert_eq!(reason(&gw.get("/nothing/here")), "missing_token");
     // The test endpoint says what is public.
