@@ -54,6 +54,8 @@ pub struct Ctx {
     start: Instant,
     request_id: HeaderValue,
     client_ip: IpAddr,
+    /// The peer is a trusted proxy: `client_ip` is its `X-Forwarded-For`, if it sent one.
+    forwarded: bool,
     route: RouteKind,
     identity: Option<Arc<Identity>>,
     /// Headers that hooks asked to add to whatever response the request gets.
@@ -109,6 +111,7 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             request_id: HeaderValue::from_static(""),
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            forwarded: false,
             route: RouteKind::None,
             identity: None,
             // Rate-limit and CORS headers, and a few more.
@@ -142,11 +145,9 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         ctx.request_id = request_id(req);
         let peer = peer_ip(session);
-        ctx.client_ip = self
-            .shared
-            .server
-            .trusted_proxies
-            .client_ip(peer, &req.headers);
+        let trusted = &self.shared.server.trusted_proxies;
+        ctx.client_ip = trusted.client_ip(peer, &req.headers);
+        ctx.forwarded = trusted.contains(peer);
         Ok(())
     }
 
@@ -537,13 +538,16 @@ impl Gateway {
 
     fn check_admin(&self, req: &RequestHeader, ctx: &Ctx) -> Result<(), Denied> {
         let admin = &self.shared.admin;
+        // Loopback by X-Forwarded-For counts only when no hop after it is a stranger's.
+        let from_loopback = buntime_plugin_sdk::net::is_loopback(ctx.client_ip)
+            && (!ctx.forwarded || self.shared.server.trusted_proxies.vouched_for(&req.headers));
         match &self.shared.plugins.typed.auth {
             Some(auth) => {
                 let role =
                     |h: &http::HeaderMap| auth.authenticate(h).ok().map(|id| id.has_role("admin"));
-                admin.check(&req.headers, ctx.client_ip, Some(&role))
+                admin.check(&req.headers, from_loopback, Some(&role))
             }
-            None => admin.check(&req.headers, ctx.client_ip, None),
+            None => admin.check(&req.headers, from_loopback, None),
         }
     }
 

@@ -195,6 +195,21 @@ fn admin_routes_refuse_a_remote_client_behind_a_trusted_proxy() {
     // A loopback client through the same proxy is still admin.
     let r = gw.get_with("/api/plugins", &[("x-forwarded-for", "127.0.0.1")]);
     assert_eq!(r.status, 200, "{r:?}");
+    // A remote client that wrote its own X-Forwarded-For: 127.0.0.1, which the proxy
+    // appended its address to, is not.
+    for chain in [
+        "127.0.0.1, 203.0.113.9",
+        "127.0.0.1, 127.0.0.1, 198.51.100.1",
+    ] {
+        let r = gw.get_with("/api/plugins", &[("x-forwarded-for", chain)]);
+        assert_eq!(r.status, 401, "{chain}: {r:?}");
+    }
+    // Hops that are loopback or trusted proxies keep it local.
+    let r = gw.get_with(
+        "/api/plugins",
+        &[("x-forwarded-for", "127.0.0.1, 127.0.0.1")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
     // Public paths stay open to everyone.
     let r = gw.get_with("/api/health", &[("x-forwarded-for", "203.0.113.9")]);
     assert_eq!(r.status, 200);

@@ -52,6 +52,23 @@ impl TrustedProxies {
             .map(canonical)
             .unwrap_or(peer)
     }
+
+    /// Whether every `X-Forwarded-For` entry after the first is loopback or a trusted
+    /// proxy: only then is the first entry where the request came from, as far as this
+    /// gateway can tell. A proxy that appends turns a client's own
+    /// `X-Forwarded-For: 127.0.0.1` into `127.0.0.1, <client>`.
+    pub fn vouched_for(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("not text").split(','))
+            .skip(1)
+            .all(|e| {
+                e.trim()
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| is_loopback(ip) || self.contains(ip))
+            })
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) count as the IPv4 address.
@@ -81,6 +98,33 @@ mod tests {
             http::HeaderValue::from_static(value),
         );
         h
+    }
+
+    #[test]
+    fn a_chain_is_vouched_for_when_every_later_hop_is_known() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8"]).unwrap();
+        assert!(t.vouched_for(&HeaderMap::new()));
+        for known in [
+            "127.0.0.1",
+            "127.0.0.1, 10.0.0.2",
+            "203.0.113.7, ::1, 10.9.9.9",
+        ] {
+            assert!(t.vouched_for(&forwarded(known)), "{known}");
+        }
+        for stranger in [
+            "127.0.0.1, 203.0.113.7",
+            "127.0.0.1, junk",
+            "127.0.0.1, 10.0.0.2, 8.8.8.8",
+        ] {
+            assert!(!t.vouched_for(&forwarded(stranger)), "{stranger}");
+        }
+        // Two header lines read as one list, in order.
+        let mut two = forwarded("127.0.0.1");
+        two.append(
+            X_FORWARDED_FOR.clone(),
+            http::HeaderValue::from_static("203.0.113.7"),
+        );
+        assert!(!t.vouched_for(&two));
     }
 
     #[test]
