@@ -206,6 +206,35 @@ fn forwards_to_the_app_without_its_segment() {
 }
 
 #[test]
+fn a_missing_worker_dir_is_named_at_start_and_searched_once_made() {
+    let apps = Apps::new(&[]);
+    let later = apps.temp.path().join("later");
+    let dirs = format!(
+        "{}:{}",
+        apps.temp.path().join("apps").display(),
+        later.display()
+    );
+    let gw = Gateway::start(apps.options().env("RUNTIME_WORKER_DIRS", &dirs));
+    assert!(
+        gw.logs().contains(&format!(
+            "worker dir {} is not a directory (yet)",
+            later.display()
+        )),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(gw.get("/late/").status, 404);
+    write(
+        &later.join("late/manifest.yaml"),
+        &format!("command: [python3, {FIXTURE}]\nttl: 5m\n"),
+    );
+    let found = eventually(Duration::from_secs(5), || {
+        (gw.get("/late/").status == 200).then_some(())
+    });
+    assert!(found.is_some(), "{}", gw.logs());
+}
+
+#[test]
 fn unknown_apps_and_reserved_names_are_404() {
     let apps = Apps::new(&[("echo", "ttl: 5m")]);
     apps.manifest(".hidden", "ttl: 5m\n");

@@ -461,6 +461,14 @@ impl Pool {
             .iter()
             .map(std::path::absolute)
             .collect::<std::io::Result<_>>()?;
+        for dir in opts.dirs.iter().filter(|d| !d.is_dir()) {
+            // Not an error: the default list names dirs a deployment may not have, and a
+            // dir made later is searched from then on. But a typo should be visible.
+            log::warn!(
+                "worker dir {} is not a directory (yet): no app is found there until it is",
+                dir.display()
+            );
+        }
         let run_dir = std::env::temp_dir().join(format!("buntime-{}", std::process::id()));
         std::fs::create_dir_all(&run_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
