@@ -462,9 +462,10 @@ impl Pool {
             .map(std::path::absolute)
             .collect::<std::io::Result<_>>()?;
         for dir in opts.dirs.iter().filter(|d| !d.is_dir()) {
-            // Not an error: the default list names dirs a deployment may not have, and a
-            // dir made later is searched from then on. But a typo should be visible.
-            log::warn!(
+            // Not an error, nor a warning: the default list names dirs a deployment may
+            // not have (the chart mounts /data/apps only), and a dir made later is
+            // searched from then on. But a typo should be visible at the default level.
+            log::info!(
                 "worker dir {} is not a directory (yet): no app is found there until it is",
                 dir.display()
             );
