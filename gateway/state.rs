@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use buntime_plugin_sdk::Readiness;
+use buntime_auth_token::AuthPlugin;
+use buntime_plugin_sdk::{Problems, Readiness, RouteGlobs};
 use bytes::Bytes;
 
 use crate::access::AdminAccess;
@@ -42,9 +43,20 @@ impl Shared {
         if let Some(proxy) = &plugins.typed.proxy {
             let api_base = config.server.api_base.clone();
             let auth = plugins.typed.auth.clone();
+            // auth-token off: its public routes still count for the rules' test endpoint
+            // (SPEC 4.3), read from its settings (checked at start with the rest).
+            let unloaded = match (&auth, config.plugin("auth-token")) {
+                (None, Some(pc)) => {
+                    AuthPlugin::public_routes(&pc.settings, &mut Problems::default())
+                }
+                _ => RouteGlobs::default(),
+            };
             proxy.set_public_check(Arc::new(move |method: &str, path: &str| {
                 crate::api::is_public_path(&api_base, path)
-                    || auth.as_ref().is_some_and(|a| a.is_public(method, path))
+                    || match &auth {
+                        Some(a) => a.is_public(method, path),
+                        None => unloaded.is_match(method, path),
+                    }
             }));
         }
         let router = Router::new(&config.server.api_base, &plugins, pool.clone());

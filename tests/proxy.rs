@@ -442,6 +442,22 @@ fn test_endpoint_and_rewrites() {
     assert_eq!(r, json!({"matched": false, "public": false}));
     assert_eq!(t("/api/health")["public"], true, "a runtime public path");
     assert_eq!(t("/metrics")["public"], true);
+    // AUTH_PUBLIC_ROUTES counts whether or not auth-token is on (here it is off: no key).
+    let off = Gateway::start(
+        Options::default()
+            .env("AUTH_PUBLIC_ROUTES", "/open/**")
+            .ready(),
+    );
+    assert_eq!(
+        tested(&off, "/open/x"),
+        json!({"matched": false, "public": true})
+    );
+    assert_eq!(
+        tested(&off, "/closed"),
+        json!({"matched": false, "public": false})
+    );
+    let (ok, out) = common::check(None, &[("AUTH_PUBLIC_ROUTES", "(unclosed")]);
+    assert!(!ok && out.contains("AUTH_PUBLIC_ROUTES"), "{out}");
 }
 
 #[test]

@@ -96,13 +96,7 @@ pub fn parse(s: &Settings, problems: &mut Problems) -> Option<AuthConfig> {
         .split('.')
         .map(String::from)
         .collect();
-    let public = match s.list("publicRoutes", problems) {
-        None => RouteGlobs::default(),
-        Some(list) => RouteGlobs::for_all(&list).unwrap_or_else(|why| {
-            s.problem(problems, "publicRoutes", why);
-            RouteGlobs::default()
-        }),
-    };
+    let public = public_routes(s, problems);
     let mut config = AuthConfig {
         secret,
         public_keys,
@@ -185,4 +179,16 @@ fn pem_keys(value: &str) -> Result<Vec<DecodingKey>, String> {
                 .map_err(|_| "not an RSA, EC or Ed25519 public key in PEM".to_string())
         })
         .collect()
+}
+
+/// `publicRoutes` / `AUTH_PUBLIC_ROUTES`: read also while the plugin is off, because the
+/// rules' test endpoint reports them whether or not auth-token is on (SPEC 4.3).
+pub fn public_routes(s: &Settings, problems: &mut Problems) -> RouteGlobs {
+    match s.list("publicRoutes", problems) {
+        None => RouteGlobs::default(),
+        Some(list) => RouteGlobs::for_all(&list).unwrap_or_else(|why| {
+            s.problem(problems, "publicRoutes", why);
+            RouteGlobs::default()
+        }),
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use buntime_plugin_sdk::{
     ApiError, ApiResponse, Identity, Plugin, PluginError, PluginSpec, Problems, Readiness,
-    Settings, Tasks,
+    RouteGlobs, Settings, Tasks,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -59,6 +59,11 @@ pub struct AuthPlugin {
 impl AuthPlugin {
     pub fn parse(s: &Settings, problems: &mut Problems) -> Option<AuthConfig> {
         config::parse(s, problems)
+    }
+
+    /// The public routes the settings name, for when the plugin is not loaded.
+    pub fn public_routes(s: &Settings, problems: &mut Problems) -> RouteGlobs {
+        config::public_routes(s, problems)
     }
 
     /// Whether the settings name a key source; without one the plugin stays unloaded.
