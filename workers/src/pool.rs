@@ -1212,8 +1212,8 @@ impl Supervisor {
     }
 
     /// Tells the reaper to forget a worker's group once none of it is left: after a stop,
-    /// the rest of the group has the stop's grace before its SIGKILL. Bounded, because
-    /// zombies (when the gateway is PID 1 and reaps no orphans) stay in their group.
+    /// the rest of the group has the stop's grace before its SIGKILL. Bounded, because a
+    /// zombie nobody has reaped yet still counts as a member of its group.
     fn forget_group_once_gone(&self, pgid: u32) {
         let pool = self.pool.clone();
         tokio::spawn(async move {

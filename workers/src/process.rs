@@ -191,8 +191,8 @@ pub fn reaper_main() -> usize {
     reap(std::io::stdin().lock())
 }
 
-/// Reads `+<pgid>` and `-<pgid>` lines until the input ends (the
-/// gateway is gone), then SIGKILLs every group still listed. Returns how many it killed.
+/// Reads `+<pgid>` and `-<pgid>` lines until the input ends (the gateway is gone), then
+/// SIGKILLs every group still listed. Returns how many it killed.
 pub fn reap(input: impl std::io::BufRead) -> usize {
     let mut groups = std::collections::BTreeSet::new();
     for line in input.lines() {
