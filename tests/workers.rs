@@ -235,6 +235,19 @@ fn a_missing_worker_dir_is_named_at_start_and_searched_once_made() {
 }
 
 #[test]
+fn a_manifest_key_the_gateway_does_not_read_is_named_once() {
+    // `tll` for `ttl`: the app runs, one worker per request, and the log says why.
+    let apps = Apps::new(&[("typo", "tll: 5m")]);
+    let gw = Gateway::start(apps.options());
+    for _ in 0..3 {
+        assert_eq!(gw.get("/typo/").status, 200);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let warning = "app typo: manifest key(s) tll are not read by the gateway";
+    assert_eq!(gw.logs().matches(warning).count(), 1, "{}", gw.logs());
+}
+
+#[test]
 fn unknown_apps_and_reserved_names_are_404() {
     let apps = Apps::new(&[("echo", "ttl: 5m")]);
     apps.manifest(".hidden", "ttl: 5m\n");

@@ -41,7 +41,28 @@ pub struct AppManifest {
     /// Paths relative to the app (`/x`, not `/app/x`).
     pub public: RouteGlobs,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Top-level keys the gateway does not read (the original's own, or a typo).
+    pub ignored: Vec<String>,
 }
+
+/// The keys of SPEC 8.2.
+const KEYS: &[&str] = &[
+    "command",
+    "entrypoint",
+    "env",
+    "timeout",
+    "ttl",
+    "idleTimeout",
+    "listen",
+    "preload",
+    "maxRequests",
+    "maxBodySize",
+    "instances",
+    "healthPath",
+    "startTimeout",
+    "publicRoutes",
+    "rateLimit",
+];
 
 impl AppManifest {
     pub fn ephemeral(&self) -> bool {
@@ -187,6 +208,12 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
             .unwrap_or(Duration::from_secs(30)),
         public,
         rate_limit,
+        ignored: {
+            // Not errors: manifests written for the original may carry keys of its own.
+            let mut unknown = Problems::default();
+            s.check_keys("", KEYS, &mut unknown);
+            unknown.iter().map(|u| u.name.clone()).collect()
+        },
     };
     for (key, d) in [
         ("timeout", manifest.timeout),
@@ -453,6 +480,17 @@ mod tests {
         let env = worker_env(&m, &own, ("PORT", "4000".into()));
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, vec!["APP", "PATH", "PORT"]);
+    }
+
+    #[test]
+    fn keys_it_does_not_read_are_listed_not_refused() {
+        let m = parse(&Settings::new(
+            "",
+            serde_yaml::from_str("command: [x]\ntll: 5m\nname: shop\nttl: 1m").unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(m.ignored, ["tll", "name"]);
+        assert_eq!(m.ttl, Duration::from_secs(60));
     }
 
     fn dotenv(text: &str) -> Result<Vec<(String, String)>, String> {

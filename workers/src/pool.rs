@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -229,6 +229,28 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Reads an app's manifest; keys it does not read are named in a warning when they differ
+/// from the `before` read's (a manifest is read again up to once a second).
+fn read_manifest(
+    app: &str,
+    dir: &Path,
+    before: Option<&Result<Arc<AppManifest>, String>>,
+) -> Result<Arc<AppManifest>, String> {
+    let fresh = manifest::load(dir).map(Arc::new);
+    if let Ok(m) = &fresh
+        && !m.ignored.is_empty()
+        && before
+            .and_then(|b| b.as_ref().ok())
+            .is_none_or(|b| b.ignored != m.ignored)
+    {
+        log::warn!(
+            "app {app}: manifest key(s) {} are not read by the gateway and are ignored (a typo?)",
+            m.ignored.join(", ")
+        );
+    }
+    fresh
+}
+
 impl App {
     fn new(loc: &Located, ephemeral_concurrency: usize) -> App {
         App {
@@ -236,7 +258,7 @@ impl App {
             version: loc.version.clone(),
             dir: loc.dir.clone(),
             loaded: ArcSwap::from_pointee(Loaded {
-                manifest: manifest::load(&loc.dir).map(Arc::new),
+                manifest: read_manifest(&loc.name, &loc.dir, None),
                 at: Instant::now(),
             }),
             workers: ArcSwap::from_pointee(Vec::new()),
@@ -262,7 +284,7 @@ impl App {
         if loaded.at.elapsed() >= MANIFEST_RECHECK
             && (loaded.manifest.is_err() || self.workers.load().is_empty())
         {
-            let fresh = manifest::load(&self.dir).map(Arc::new);
+            let fresh = read_manifest(&self.name, &self.dir, Some(&loaded.manifest));
             self.loaded.store(Arc::new(Loaded {
                 manifest: fresh.clone(),
                 at: Instant::now(),
@@ -618,8 +640,9 @@ impl Pool {
             return false;
         };
         let app = self.app_at(&loc);
+        let before = app.loaded.load();
         app.loaded.store(Arc::new(Loaded {
-            manifest: manifest::load(&app.dir).map(Arc::new),
+            manifest: read_manifest(&app.name, &app.dir, Some(&before.manifest)),
             at: Instant::now(),
         }));
         let _ = self.tx.send(Cmd::Restart(app));
