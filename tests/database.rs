@@ -204,6 +204,12 @@ fn tables_schema_and_rows(b: Backend) {
     let r = gw.get("/database/api/tables/%FF/rows");
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.json()["error"], r#"Path segment "%FF" is not UTF-8"#);
+    let r = gw.get("/database/api/tables/a%zz/rows");
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        r.json()["error"],
+        r#"Path segment "a%zz" has an invalid % escape"#
+    );
     let health = gw.get("/database/api/health").json();
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["primary"]["ok"], true);

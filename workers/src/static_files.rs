@@ -4,6 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
+use buntime_plugin_sdk::percent::percent_decode;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -32,7 +33,7 @@ impl StaticFiles {
     /// The file for a request path: `Ok(None)` when there is none, `Err(403)` when the path
     /// leaves the folder.
     fn file_for(&self, path: &str) -> Result<Option<PathBuf>, StatusCode> {
-        let decoded = percent_decode(path).ok_or(StatusCode::BAD_REQUEST)?;
+        let decoded = decode_path(path).ok_or(StatusCode::BAD_REQUEST)?;
         let rel = Path::new(decoded.trim_start_matches('/'));
         if rel
             .components()
@@ -73,7 +74,7 @@ impl ServeHttp for StaticFiles {
             Ok(Some(f)) => f,
             // SPA fallback: a path without an extension is a client-side route (as decoded:
             // `/app%2Ejs` names a script).
-            Ok(None) if !last_segment(&percent_decode(&path).unwrap_or_default()).contains('.') => {
+            Ok(None) if !last_segment(&decode_path(&path).unwrap_or_default()).contains('.') => {
                 self.entry.clone()
             }
             Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
@@ -128,6 +129,11 @@ fn last_segment(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or("")
 }
 
+/// The path percent-decoded; `None` when it does not decode or holds a NUL.
+fn decode_path(path: &str) -> Option<String> {
+    percent_decode(path).ok().filter(|s| !s.contains('\0'))
+}
+
 fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
@@ -135,24 +141,6 @@ fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
         .header(http::header::CONTENT_LENGTH, body.len())
         .body(body.as_bytes().to_vec())
         .unwrap_or_default()
-}
-
-fn percent_decode(path: &str) -> Option<String> {
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = path.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    let s = String::from_utf8(out).ok()?;
-    (!s.contains('\0')).then_some(s)
 }
 
 /// Content types by extension.

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use base64::Engine;
+use buntime_plugin_sdk::percent::{PercentError, percent_decode};
 use num_bigint::{BigInt, Sign};
 use serde_json::{Value as Json, json};
 
@@ -148,7 +149,10 @@ impl Key {
         }
         let mut parts = Vec::new();
         for seg in trimmed.split('/') {
-            let text: String = percent_decode(seg)?;
+            let text = percent_decode(seg).map_err(|e| match e {
+                PercentError::BadEscape => "Invalid percent-encoding in key path",
+                PercentError::NotUtf8 => "Key path is not UTF-8",
+            })?;
             if text.is_empty() {
                 return Err("Key path has an empty segment".into());
             }
@@ -330,27 +334,6 @@ fn integer(text: &str) -> Option<f64> {
         return None;
     }
     text.parse::<i64>().ok().map(|n| n as f64)
-}
-
-fn percent_decode(seg: &str) -> Result<String, String> {
-    let bytes = seg.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = seg
-                .get(i + 1..i + 3)
-                .ok_or("Invalid percent-encoding in key path")?;
-            out.push(
-                u8::from_str_radix(hex, 16).map_err(|_| "Invalid percent-encoding in key path")?,
-            );
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "Key path is not UTF-8".to_string())
 }
 
 #[cfg(test)]

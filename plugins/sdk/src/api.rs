@@ -8,6 +8,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::percent::{PercentError, percent_decode};
+
 /// A request routed to a plugin's `base` (or to the runtime API), body already read.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
@@ -21,13 +23,15 @@ pub struct ApiRequest {
     pub client_ip: IpAddr,
 }
 
-/// A segment of `ApiRequest::segments`, percent-decoded (`my%20table` -> `my table`; a `+`
-/// stays a `+`, as anywhere in a path). 400 when the decoded bytes are not UTF-8.
+/// A segment of `ApiRequest::segments`, percent-decoded; 400 naming it when it does not
+/// decode.
 pub fn decode_segment(raw: &str) -> Result<String, ApiError> {
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| ApiError::bad_request(format!("Path segment {raw:?} is not UTF-8")))
+    percent_decode(raw).map_err(|e| {
+        ApiError::bad_request(match e {
+            PercentError::BadEscape => format!("Path segment {raw:?} has an invalid % escape"),
+            PercentError::NotUtf8 => format!("Path segment {raw:?} is not UTF-8"),
+        })
+    })
 }
 
 impl ApiRequest {
