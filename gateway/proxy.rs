@@ -699,7 +699,7 @@ impl Gateway {
         ctx: &Ctx,
     ) -> Result<()> {
         let peer = peer_ip(session);
-        let trusted = self.shared.server.trusted_proxies.contains(peer);
+        let trusted = ctx.forwarded;
         // Incoming forwarding headers count only from a trusted proxy (names prebuilt:
         // looking up a `&str` parses it on every request).
         let incoming = |name: &HeaderName| {
