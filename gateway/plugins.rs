@@ -208,8 +208,10 @@ pub fn check_reload(config: &Config, running: &[LoadedPlugin]) -> Problems {
         let why = if now && !was {
             "would now be loaded; loading a plugin needs a restart".to_string()
         } else if was && !now {
-            let keyless = !AuthPlugin::has_key_source(&config.plugins[i].settings);
-            let reason = if m.name == "auth-token" && keyless {
+            // `manifests` turns a keyless auth-token off: say why rather than "disabled".
+            let keyless =
+                m.name == "auth-token" && !AuthPlugin::has_key_source(&config.plugins[i].settings);
+            let reason = if keyless {
                 "no key source: secret, publicKey or jwksUrl"
             } else {
                 order
