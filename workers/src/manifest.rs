@@ -465,13 +465,13 @@ mod tests {
         assert!(load(d.path()).unwrap_err().contains("invalid YAML"));
     }
 
+    fn parsed(yaml: &str) -> AppManifest {
+        parse(&Settings::new("", serde_yaml::from_str(yaml).unwrap())).unwrap()
+    }
+
     #[test]
     fn the_worker_inherits_only_the_listed_variables() {
-        let m = parse(&Settings::new(
-            "",
-            serde_yaml::from_str("env: {APP: yes}").unwrap(),
-        ))
-        .unwrap();
+        let m = parsed("env: {APP: yes}");
         let own = |k: &str| match k {
             "PATH" => Some("/bin".to_string()),
             "RUNTIME_MASTER_KEY" => Some("secret".to_string()),
@@ -484,11 +484,7 @@ mod tests {
 
     #[test]
     fn keys_it_does_not_read_are_listed_not_refused() {
-        let m = parse(&Settings::new(
-            "",
-            serde_yaml::from_str("command: [x]\ntll: 5m\nname: shop\nttl: 1m").unwrap(),
-        ))
-        .unwrap();
+        let m = parsed("command: [x]\ntll: 5m\nname: shop\nttl: 1m");
         assert_eq!(m.ignored, ["tll", "name"]);
         assert_eq!(m.ttl, Duration::from_secs(60));
     }
