@@ -1,6 +1,6 @@
 //! The plugin SDK: the `Plugin` trait and what plugins share with the gateway (request
 //! context, JSON API types, layered settings, duration/size syntax, path globs, the
-//! client address rule).
+//! client address rule, percent-decoding).
 #![forbid(unsafe_code)]
 
 pub mod api;
