@@ -53,6 +53,47 @@ pub fn add(
     Ok(())
 }
 
+/// Drops an upstream response's hop-by-hop headers (RFC 9110 7.6.1), which Pingora passes
+/// on: `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade` outside a 101, and every header
+/// the `Connection` header names. (Pingora writes its own `Connection` to the client,
+/// except on a 1xx.) A 101 is left whole: its `Connection: upgrade` and `Upgrade` are the
+/// handshake. Framing headers named in `Connection` are kept: Pingora frames the body
+/// by them.
+pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS || !has_hop_by_hop(resp) {
+        return;
+    }
+    let named: Vec<HeaderName> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .filter(|name| *name != header::CONTENT_LENGTH && *name != header::TRANSFER_ENCODING)
+        .collect();
+    let fixed = ["keep-alive", "proxy-connection", "te", "upgrade"];
+    for name in fixed
+        .into_iter()
+        .chain(named.iter().map(HeaderName::as_str))
+    {
+        resp.remove_header(name);
+    }
+    resp.remove_header(&header::CONNECTION);
+}
+
+/// Whether `resp` has a header for [`strip_hop_by_hop`] to remove. Most have at most
+/// `Connection: keep-alive`, which names none.
+fn has_hop_by_hop(resp: &ResponseHeader) -> bool {
+    resp.headers.iter().any(|(name, value)| match *name {
+        header::CONNECTION => {
+            let value = value.as_bytes();
+            !value.eq_ignore_ascii_case(b"keep-alive") && !value.eq_ignore_ascii_case(b"close")
+        }
+        header::TE | header::UPGRADE => true,
+        _ => matches!(name.as_str(), "keep-alive" | "proxy-connection"),
+    })
+}
+
 /// Sets `headers` on an upstream request, each replacing whatever the request had under
 /// its name. The `http` map gets them directly, and Pingora's case map goes (so do the
 /// names of later `insert_header`s: a rule's `headers`), unless `keep_case` is set or the
@@ -321,6 +362,49 @@ mod tests {
                 wire(&resp)
             );
         }
+    }
+
+    fn names(resp: &ResponseHeader) -> Vec<&str> {
+        resp.headers.keys().map(HeaderName::as_str).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_the_rest_stay() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in [
+            ("Server", "s"),
+            ("Connection", "X-One , keep-alive"),
+            ("connection", "x-TWO,Transfer-Encoding,bad name"),
+            ("X-One", "1"),
+            ("X-Two", "2"),
+            ("X-Three", "3"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Transfer-Encoding", "chunked"),
+        ] {
+            resp.append_header(name, value).unwrap();
+        }
+        strip_hop_by_hop(&mut resp);
+        assert_eq!(names(&resp), ["server", "x-three", "transfer-encoding"]);
+        assert!(
+            wire(&resp).contains("Server: s\r\nX-Three: 3\r\n"),
+            "{}",
+            wire(&resp)
+        );
+    }
+
+    #[test]
+    fn plain_responses_and_upgrades_are_untouched() {
+        let mut resp = upstream(&["Server", "Content-Length"]);
+        resp.append_header("Connection", "keep-alive").unwrap();
+        strip_hop_by_hop(&mut resp);
+        assert_eq!(names(&resp), ["server", "content-length", "connection"]);
+
+        let mut upgrade = ResponseHeader::build(101, None).unwrap();
+        upgrade.append_header("Connection", "Upgrade").unwrap();
+        upgrade.append_header("Upgrade", "websocket").unwrap();
+        strip_hop_by_hop(&mut upgrade);
+        assert_eq!(names(&upgrade), ["connection", "upgrade"]);
     }
 
     static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

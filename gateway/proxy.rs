@@ -288,6 +288,7 @@ impl ProxyHttp for Gateway {
         {
             upstream_response.set_version(Version::HTTP_11);
         }
+        headers::strip_hop_by_hop(upstream_response);
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);

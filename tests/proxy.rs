@@ -1110,6 +1110,66 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
     }
 }
 
+/// Hop-by-hop headers stop at the gateway in both directions (SPEC 1; RFC 9110 7.6.1).
+/// Pingora drops the client's; it passed the upstream's on: a `Keep-Alive` timeout that
+/// is not the gateway's, Apache's `Upgrade: h2c` on a plain 200, and headers the upstream
+/// meant for this hop only.
+#[test]
+fn hop_by_hop_headers_stop_at_the_gateway() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nConnection: X-Private, Content-Length\r\n\
+                  X-Private: for-this-hop\r\nKeep-Alive: timeout=5\r\n\
+                  Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\
+                  Content-Length: 2\r\n\r\nok",
+            );
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/hop", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    let r = gw.get_with(
+        "/hop",
+        &[
+            ("Connection", "keep-alive, X-Client-Private"),
+            ("X-Client-Private", "for-this-hop"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+            ("X-Client-Kept", "1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "ok");
+    let request = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    for gone in [
+        "x-client-private",
+        "keep-alive",
+        "\r\nte:",
+        "proxy-authorization",
+    ] {
+        assert!(!request.contains(gone), "{gone}: {request}");
+    }
+    assert!(request.contains("x-client-kept: 1"), "{request}");
+    for gone in ["x-private", "keep-alive", "proxy-connection", "upgrade"] {
+        assert_eq!(r.header(gone), None, "{gone}: {r:?}");
+    }
+    assert_eq!(r.header("x-kept"), Some("1"), "{r:?}");
+    // A framing header named in Connection stays: the body is framed by it.
+    assert_eq!(r.header("content-length"), Some("2"), "{r:?}");
+    assert_eq!(r.header("connection"), Some("keep-alive"), "{r:?}");
+}
+
 /// HEAD on an admin route is its GET without the body (it was a 404: the plugins' routes
 /// match GET only).
 #[test]
