@@ -289,6 +289,12 @@ impl ProxyHttp for Gateway {
             upstream_response.set_version(Version::HTTP_11);
         }
         headers::strip_hop_by_hop(upstream_response);
+        // An interim answer (`100 Continue`, `103 Early Hints`) passes as it came: the
+        // gateway's headers go on the final one, which would lose the rate-limit headers
+        // taken from `ctx` here.
+        if upstream_response.status.is_informational() {
+            return Ok(());
+        }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);

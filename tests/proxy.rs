@@ -1170,6 +1170,70 @@ fn hop_by_hop_headers_stop_at_the_gateway() {
     assert_eq!(r.header("connection"), Some("keep-alive"), "{r:?}");
 }
 
+/// A request that sends `Expect: 100-continue` gets the gateway's headers on its final
+/// answer. They went on the upstream's `100 Continue` instead, and the final answer came
+/// without its `RateLimit-*` headers.
+#[test]
+fn the_final_answer_after_100_continue_has_the_gateways_headers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"\r\n\r\n") {
+                let Ok(n @ 1..) = conn.read(&mut buf) else {
+                    return;
+                };
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            let Ok(n) = conn.read(&mut buf) else { return };
+            let body = format!("got {}", String::from_utf8_lossy(&buf[..n]));
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all((head + &body).as_bytes());
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/expect", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"POST /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let interim = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(interim.starts_with("http/1.1 100"), "{interim}");
+    s.write_all(b"abcd").unwrap();
+    got.clear();
+    while !got.ends_with(b"got abcd") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let last = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(last.starts_with("http/1.1 200"), "{last}");
+    for name in [
+        "ratelimit-limit: ",
+        "ratelimit-remaining: ",
+        "x-request-id: ",
+    ] {
+        assert!(last.contains(name), "{name}: {last}");
+    }
+}
+
 /// HEAD on an admin route is its GET without the body (it was a 404: the plugins' routes
 /// match GET only).
 #[test]
