@@ -416,6 +416,20 @@ fn atomic_checks_and_mutations(b: Backend) {
     );
     assert_eq!(r.json()["ok"], true, "{r:?}");
     assert_eq!(get(gw, "big").json()["value"], 42);
+    // A sum past f64's range is refused: JSON has no infinity, and it was stored as null.
+    let r = atomic(
+        gw,
+        json!({"mutations": [
+            {"type": "sum", "key": ["huge"], "value": 1e308},
+            {"type": "sum", "key": ["huge"], "value": 1e308}
+        ]}),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        r.json()["error"],
+        "sum: the result at [\"huge\"] is out of range"
+    );
+    assert_eq!(get(gw, "huge").status, 404);
 }
 crate::on_both!(atomic_checks_and_mutations);
 

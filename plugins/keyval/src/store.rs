@@ -632,6 +632,13 @@ async fn apply(tx: &libsql::Transaction, m: &Mutation, vs: &str) -> Result<(), K
                 Mutation::Max { .. } => current.map_or(*value, |c| c.max(*value)),
                 _ => current.map_or(*value, |c| c.min(*value)),
             };
+            // JSON has no infinity: serde_json would store `null`.
+            if !next.is_finite() {
+                return Err(KvError::Invalid(format!(
+                    "{}: the result at {key} is out of range",
+                    m.kind()
+                )));
+            }
             store(tx, key, &number_json(next), vs, None).await
         }
         Mutation::Append { key, values } | Mutation::Prepend { key, values } => {
