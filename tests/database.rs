@@ -113,6 +113,25 @@ fn sql_errors_are_400_with_the_engine_message(b: Backend) {
         Some(b"SELECT 1"),
     );
     assert_eq!(r.status, 415);
+    // SQLite runs only the first statement of a string: a second is refused, not dropped.
+    let r = sql(
+        gw,
+        "CREATE TABLE two (a); INSERT INTO two VALUES (1)",
+        json!([]),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(
+        r.json()["error"],
+        "Only one SQL statement per query: the text goes on after the first"
+    );
+    let r = sql(
+        gw,
+        "SELECT name FROM sqlite_master WHERE name = 'two'",
+        json!([]),
+    );
+    assert_eq!(r.json()["rows"], json!([]), "nothing ran: {r:?}");
+    let r = sql(gw, "SELECT 1 AS one; -- a trailing comment", json!([]));
+    assert_eq!(r.json()["rows"], json!([{"one": 1}]), "{r:?}");
 }
 crate::on_both!(sql_errors_are_400_with_the_engine_message);
 

@@ -5,9 +5,11 @@ use std::time::Instant;
 use buntime_plugin_sdk::api::decode_segment;
 use buntime_plugin_sdk::openapi::Paths;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
+use fallible_iterator::FallibleIterator;
 use http::Method;
 use libsql::Value;
 use serde_json::{Map, Value as Json, json};
+use sqlite3_parser::lexer::sql::Parser;
 
 use crate::db::{Database, Rows};
 use crate::value::{to_json, to_sql};
@@ -77,6 +79,7 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
         .and_then(Json::as_str)
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing or invalid SQL query"))?;
+    one_statement(sql)?;
     let params = match body.get("params") {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(items)) => items
@@ -110,6 +113,24 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
 }
 
 /// Statements that only read may go to a replica; everything else runs on the primary.
+/// SQLite runs the first statement of a string and ignores the rest (libsql's remote
+/// client drops them too), so `CREATE TABLE t (a); INSERT ...` answered 200 without the
+/// insert. More than one is refused instead. SQL the parser cannot read goes to the
+/// database as it is, which names its own errors (the parser may lag SQLite).
+fn one_statement(sql: &str) -> Result<(), ApiError> {
+    // Boxed: the parser is several kilobytes.
+    let mut parser = Box::new(Parser::new(sql.as_bytes()));
+    if !matches!(parser.next(), Ok(Some(_))) {
+        return Ok(());
+    }
+    match parser.next() {
+        Ok(None) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "Only one SQL statement per query: the text goes on after the first",
+        )),
+    }
+}
+
 fn is_read(sql: &str) -> bool {
     let first = sql
         .trim_start()
@@ -252,5 +273,30 @@ mod tests {
         assert!(!is_read("INSERT INTO t VALUES (1)"));
         assert!(!is_read("WITH x AS (SELECT 1) DELETE FROM t"));
         assert!(!is_read("PRAGMA journal_mode=DELETE"));
+    }
+
+    #[test]
+    fn a_second_statement_is_refused() {
+        for one in [
+            "select 1",
+            "select 1;",
+            "select 1; -- done",
+            "select 1 /* a; b */",
+            "select ';' as s;\n\n",
+            "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = 1; DELETE FROM u; END",
+            "with x as (select 1) select * from x",
+            // Not SQL the parser reads: the database names the error.
+            "garbage garbage",
+        ] {
+            assert!(one_statement(one).is_ok(), "{one}");
+        }
+        for more in [
+            "create table t (a); insert into t values (1)",
+            "select 1; select 2",
+            "select 1; garbage",
+            "select 1;; select 2",
+        ] {
+            assert!(one_statement(more).is_err(), "{more}");
+        }
     }
 }
