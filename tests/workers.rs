@@ -795,6 +795,65 @@ fn a_static_app() {
     assert_eq!(w["state"], "ready");
 }
 
+/// A static app answers as a file server should: validators with `304` for a file the
+/// browser has, `no-cache` so a deploy is seen at once, and byte ranges (a media player
+/// seeking). A large file is sent in chunks, whole or in part.
+#[test]
+fn a_static_app_revalidates_and_serves_ranges() {
+    let apps = static_site("ttl: 5m\n");
+    // Over the size read at once: sent in chunks (several, for the range below).
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(apps.dir("site").join("big.bin"), &big).unwrap();
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/site/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    let etag = r.header("etag").expect("an etag").to_string();
+    let modified = r.header("last-modified").expect("a date").to_string();
+    for check in [
+        ("if-none-match", etag.as_str()),
+        ("if-modified-since", &modified),
+    ] {
+        let r = gw.get_with("/site/", &[check]);
+        assert_eq!(r.status, 304, "{check:?}: {r:?}");
+        assert!(r.body.is_empty());
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+    }
+    let r = gw.get_with("/site/", &[("if-none-match", "\"something-else\"")]);
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>site</h1>"));
+
+    let r = gw.get("/site/big.bin");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert!(r.body == big, "big.bin came back changed");
+    let r = gw.get_with("/site/big.bin", &[("range", "bytes=100000-599999")]);
+    assert_eq!(r.status, 206, "{:?}", r.header("content-range"));
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 100000-599999/700000")
+    );
+    assert!(
+        r.body == big[100_000..600_000],
+        "the range came back changed"
+    );
+    let r = gw.get_with("/site/", &[("range", "bytes=-5")]);
+    assert_eq!((r.status, r.text().as_str()), (206, "</h1>"));
+    let r = gw.get_with("/site/big.bin", &[("range", "bytes=700000-")]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */700000"));
+    // A range of a file that changed since (If-Range) gets the whole file.
+    let r = gw.get_with(
+        "/site/big.bin",
+        &[("range", "bytes=0-9"), ("if-range", "\"old\"")],
+    );
+    assert_eq!((r.status, r.body.len()), (200, 700_000));
+    // A changed file has a new validator: the browser's copy is not reused.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&apps.dir("site").join("index.html"), "<h1>new</h1>");
+    let r = gw.get_with("/site/", &[("if-none-match", etag.as_str())]);
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>new</h1>"));
+}
+
 /// A static app serves content only: not its `.env` (the app's secrets), not a deployed
 /// `.git`, not its own manifest; `.well-known` stays public.
 #[test]

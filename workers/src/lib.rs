@@ -2,6 +2,7 @@
 //! supervision, and the static-file worker.
 #![deny(unsafe_code)]
 
+mod conditional;
 pub mod discovery;
 pub mod manifest;
 pub mod pool;

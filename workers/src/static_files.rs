@@ -1,18 +1,27 @@
 //! `buntime worker static`: the worker that serves a static app (SPEC 8.2), started by the
 //! pool like any command app: it listens on `PORT` (127.0.0.1) or `BUNTIME_SOCKET`.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use buntime_plugin_sdk::percent::percent_decode;
-use http::{Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use http::{Method, Response, StatusCode, header};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::conditional::{self, Part, Validators};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
-/// Files up to this size are read without leaving the worker's thread (see `response`).
+/// Files up to this size are read without leaving the worker's thread (see `reply`);
+/// larger ones are sent in chunks of this size.
 const INLINE_READ_MAX: u64 = 256 << 10;
 
 pub struct StaticFiles {
@@ -62,45 +71,176 @@ impl StaticFiles {
 }
 
 #[async_trait]
-impl ServeHttp for StaticFiles {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
+impl HttpServerApp for StaticFiles {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                log::debug!("static: reading a request: {e}");
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let reply = self.reply(http.req_header());
+        if let Err(e) = send(&mut http, reply).await {
+            // The client went away, or the file shrank while it was sent.
+            log::debug!("static: {e}");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
+
+/// An answer: its head, and where its body comes from.
+struct Reply {
+    head: http::response::Parts,
+    body: Body,
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    /// `len` bytes of the file from `start`, read as they are sent: a large file is never
+    /// held whole in memory.
+    File {
+        path: PathBuf,
+        start: u64,
+        len: u64,
+    },
+}
+
+impl StaticFiles {
+    fn reply(&self, req: &RequestHeader) -> Reply {
         let head = req.method == Method::HEAD;
         if req.method != Method::GET && !head {
             return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
         }
-        let path = req.uri.path().to_string();
-        let file = match self.file_for(&path) {
+        let path = req.uri.path();
+        let file = match self.file_for(path) {
             Ok(Some(f)) => f,
             // SPA fallback: a path without an extension is a client-side route (as decoded:
             // `/app%2Ejs` names a script).
-            Ok(None) if !last_segment(&decode_path(&path).unwrap_or_default()).contains('.') => {
+            Ok(None) if !last_segment(&decode_path(path).unwrap_or_default()).contains('.') => {
                 self.entry.clone()
             }
             Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
+        let Ok(meta) = std::fs::metadata(&file) else {
+            return text(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let validators = Validators::of(&meta);
+        // `no-cache`: browsers keep the file but ask each time, which costs a 304 when it
+        // did not change. Without it, `Last-Modified` invites heuristic caching, and after
+        // a deploy a browser could run an old entry page for hours.
+        let builder = Response::builder()
+            .header(header::ETAG, &validators.etag)
+            .header(header::LAST_MODIFIED, validators.last_modified())
+            .header(header::CACHE_CONTROL, "no-cache");
+        if validators.not_modified(&req.headers) {
+            return reply(
+                builder.status(StatusCode::NOT_MODIFIED),
+                Body::Bytes(Vec::new()),
+            );
+        }
+        let size = meta.len();
+        let builder = builder
+            .header(header::CONTENT_TYPE, content_type(&file))
+            .header(header::ACCEPT_RANGES, "bytes");
+        let (builder, start, len) = match conditional::part(&req.headers, size, &validators) {
+            Part::Whole => (builder.status(StatusCode::OK), 0, size),
+            Part::Range(r) => {
+                let range = format!("bytes {}-{}/{size}", r.start(), r.end());
+                let builder = builder
+                    .status(StatusCode::PARTIAL_CONTENT)
+                    .header(header::CONTENT_RANGE, range);
+                (builder, *r.start(), r.end() - r.start() + 1)
+            }
+            Part::Unsatisfiable => {
+                let builder = builder
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                    .header(header::CONTENT_LENGTH, 0);
+                return reply(builder, Body::Bytes(Vec::new()));
+            }
+        };
+        let builder = builder.header(header::CONTENT_LENGTH, len);
+        if head {
+            return reply(builder, Body::Bytes(Vec::new()));
+        }
         // Small files are read on the worker's one thread: from the page cache that takes
         // microseconds, while tokio's file reads hop to its blocking pool and back, whose
         // threads it stops after 10 s idle and starts again for the next burst (measured:
         // 19,000 -> 23,300 req/s through the gateway, and no 60 ms p99 in a burst's first
-        // seconds). Larger ones still go to the pool, so as not to hold up other requests.
-        let read = if std::fs::metadata(&file).is_ok_and(|m| m.len() <= INLINE_READ_MAX) {
-            std::fs::read(&file)
-        } else {
-            tokio::fs::read(&file).await
-        };
-        match read {
-            Ok(body) => {
-                let len = body.len();
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header(http::header::CONTENT_TYPE, content_type(&file))
-                    .header(http::header::CONTENT_LENGTH, len)
-                    .body(if head { Vec::new() } else { body })
-                    .unwrap_or_default()
-            }
+        // seconds). Larger ones are read in chunks on the pool as they are sent.
+        if len > INLINE_READ_MAX {
+            return reply(
+                builder,
+                Body::File {
+                    path: file,
+                    start,
+                    len,
+                },
+            );
+        }
+        match read_part(&file, start, len) {
+            Ok(body) => reply(builder, Body::Bytes(body)),
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    }
+}
+
+fn reply(builder: http::response::Builder, body: Body) -> Reply {
+    let (head, ()) = builder.body(()).unwrap_or_default().into_parts();
+    Reply { head, body }
+}
+
+/// `len` bytes of `file` from `start`.
+fn read_part(file: &Path, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(file)?;
+    f.seek(SeekFrom::Start(start))?;
+    let mut body = vec![0; len as usize];
+    f.read_exact(&mut body)?;
+    Ok(body)
+}
+
+async fn send(http: &mut ServerSession, reply: Reply) -> pingora::Result<()> {
+    let Reply { head, body } = reply;
+    http.write_response_header(Box::new(ResponseHeader::from(head)))
+        .await?;
+    match body {
+        Body::Bytes(bytes) if bytes.is_empty() => Ok(()),
+        Body::Bytes(bytes) => http.write_response_body(bytes.into(), true).await,
+        Body::File { path, start, len } => {
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .or_err(ReadError, "opening the file")?;
+            file.seek(SeekFrom::Start(start))
+                .await
+                .or_err(ReadError, "seeking in the file")?;
+            let mut left = len;
+            while left > 0 {
+                let mut chunk = vec![0; left.min(INLINE_READ_MAX) as usize];
+                let n = file
+                    .read(&mut chunk)
+                    .await
+                    .or_err(ReadError, "reading the file")?;
+                if n == 0 {
+                    return Error::e_explain(ReadError, "the file shrank while it was sent");
+                }
+                chunk.truncate(n);
+                left -= n as u64;
+                http.write_response_body(chunk.into(), left == 0).await?;
+            }
+            Ok(())
         }
     }
 }
@@ -134,13 +274,12 @@ fn decode_path(path: &str) -> Option<String> {
     percent_decode(path).ok().filter(|s| !s.contains('\0'))
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    Response::builder()
+fn text(status: StatusCode, body: &str) -> Reply {
+    let builder = Response::builder()
         .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(body.as_bytes().to_vec())
-        .unwrap_or_default()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CONTENT_LENGTH, body.len());
+    reply(builder, Body::Bytes(body.as_bytes().to_vec()))
 }
 
 /// Content types by extension.
