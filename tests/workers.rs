@@ -838,6 +838,10 @@ fn a_static_app_revalidates_and_serves_ranges() {
     );
     let r = gw.get_with("/site/", &[("range", "bytes=-5")]);
     assert_eq!((r.status, r.text().as_str()), (206, "</h1>"));
+    // Ranges are for GET: a HEAD describes the whole file.
+    let r = gw.send("HEAD", "/site/big.bin", &[("range", "bytes=0-9")], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("700000"));
     let r = gw.get_with("/site/big.bin", &[("range", "bytes=700000-")]);
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */700000"));

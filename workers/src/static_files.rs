@@ -155,7 +155,13 @@ impl StaticFiles {
         let builder = builder
             .header(header::CONTENT_TYPE, content_type(&file))
             .header(header::ACCEPT_RANGES, "bytes");
-        let (builder, start, len) = match conditional::part(&req.headers, size, &validators) {
+        // Ranges are defined for GET only (RFC 9110 14.2): a HEAD describes the whole file.
+        let part = if head {
+            Part::Whole
+        } else {
+            conditional::part(&req.headers, size, &validators)
+        };
+        let (builder, start, len) = match part {
             Part::Whole => (builder.status(StatusCode::OK), 0, size),
             Part::Range(r) => {
                 let range = format!("bytes {}-{}/{size}", r.start(), r.end());
