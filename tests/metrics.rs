@@ -215,6 +215,15 @@ fn families_types_and_exact_counts_per_route_kind() {
     }
 }
 
+/// `process_cpu_seconds_total` keeps its fraction. The prometheus crate counts whole
+/// seconds, so a gateway read 0 for its first second of CPU, then stepped by one.
+#[test]
+fn process_cpu_time_keeps_its_fraction() {
+    let gw = Gateway::start(Options::default().ready());
+    let cpu = value(&scrape(&gw), "process_cpu_seconds_total", &[]);
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
+}
+
 #[test]
 fn rate_limit_rejections_are_counted() {
     let gw = Gateway::start(

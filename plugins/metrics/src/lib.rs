@@ -5,6 +5,7 @@
 
 pub mod callback;
 pub mod labels;
+mod process;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -119,9 +120,7 @@ impl Metrics {
         registry.register(Box::new(upstream.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(process::ProcessMetrics::for_self()))?;
         Ok(Metrics {
             registry,
             requests,
