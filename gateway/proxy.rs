@@ -505,6 +505,7 @@ impl Gateway {
                 ctx.upstream_uri = Some(uri);
                 return None;
             }
+            Route::App(..) if needs_slash(req, ctx.app.as_ref()) => Next::Respond(add_slash(req)),
             Route::Shell(_) | Route::App(..) => return None,
             Route::Metrics => Next::Respond(metrics_answer(shared, &req.headers)),
             Route::NotFound => Next::Respond(ApiResponse::not_found()),
@@ -863,6 +864,28 @@ fn app_path<'a>(base: &str, path: &'a str) -> &'a str {
     match path.strip_prefix(base) {
         Some("") | None => "/",
         Some(rest) => rest,
+    }
+}
+
+/// A GET or HEAD of a static app's root without the trailing slash (`/web`): its worker
+/// would get `/` either way, and a page served at `/web` resolves its relative links
+/// against `/`. Command apps answer for themselves.
+fn needs_slash(req: &RequestHeader, app: Option<&AppRoute>) -> bool {
+    app.is_some_and(|a| a.manifest.command.is_none() && req.uri.path() == a.base)
+        && (req.method == http::Method::GET || req.method == http::Method::HEAD)
+}
+
+/// `301` to the path with a trailing slash, query kept.
+fn add_slash(req: &RequestHeader) -> ApiResponse {
+    let mut location = format!("{}/", req.uri.path());
+    if let Some(q) = req.uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let resp = ApiResponse::empty(StatusCode::MOVED_PERMANENTLY);
+    match HeaderValue::from_str(&location) {
+        Ok(v) => resp.with_header(http::header::LOCATION, v),
+        Err(_) => resp,
     }
 }
 

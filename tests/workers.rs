@@ -858,6 +858,32 @@ fn a_static_app_revalidates_and_serves_ranges() {
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>new</h1>"));
 }
 
+/// A static app's folders are served under their trailing slash, as by nginx: at `/site`
+/// or `/site/docs` a page would resolve its relative links against the parent folder. A
+/// command app answers `/hello` itself.
+#[test]
+fn a_static_folder_asked_for_without_its_slash_is_redirected() {
+    let apps = static_site("ttl: 5m\n");
+    write(&apps.dir("site").join("docs/index.html"), "docs");
+    apps.add("hello", "ttl: 5m");
+    let gw = Gateway::start(apps.options());
+    for (path, to) in [
+        ("/site", "/site/"),
+        ("/site?lang=en", "/site/?lang=en"),
+        ("/site/docs", "/site/docs/"),
+        ("/site/docs?x=1", "/site/docs/?x=1"),
+    ] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 301, "{path}: {r:?}\n{}", gw.logs());
+        assert_eq!(r.header("location"), Some(to), "{path}");
+    }
+    assert_eq!(gw.get("/site/docs/").text(), "docs");
+    assert_eq!(gw.get("/site/").text(), "<h1>site</h1>");
+    // Only GET and HEAD move; the static worker refuses the rest.
+    assert_eq!(gw.send("POST", "/site", &[], Some(b"x")).status, 405);
+    assert_eq!(gw.get("/hello").status, 200);
+}
+
 /// A static app serves content only: not its `.env` (the app's secrets), not a deployed
 /// `.git`, not its own manifest; `.well-known` stays public.
 #[test]

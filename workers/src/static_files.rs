@@ -24,6 +24,15 @@ use pingora::services::listening::Service;
 /// larger ones are sent in chunks of this size.
 const INLINE_READ_MAX: u64 = 256 << 10;
 
+/// What a request path names in the folder.
+#[derive(Debug, PartialEq)]
+enum Lookup {
+    File(PathBuf),
+    Missing,
+    /// A folder asked for without the trailing slash: redirected to it.
+    AddSlash,
+}
+
 pub struct StaticFiles {
     /// Canonical app folder: nothing outside it is served.
     root: PathBuf,
@@ -39,9 +48,8 @@ impl StaticFiles {
         })
     }
 
-    /// The file for a request path: `Ok(None)` when there is none, `Err(403)` when the path
-    /// leaves the folder.
-    fn file_for(&self, path: &str) -> Result<Option<PathBuf>, StatusCode> {
+    /// The file for a request path; `Err(403)` when the path leaves the folder.
+    fn file_for(&self, path: &str) -> Result<Lookup, StatusCode> {
         let decoded = decode_path(path).ok_or(StatusCode::BAD_REQUEST)?;
         let rel = Path::new(decoded.trim_start_matches('/'));
         if rel
@@ -51,21 +59,26 @@ impl StaticFiles {
             return Err(StatusCode::FORBIDDEN);
         }
         if hidden(rel) {
-            return Ok(None);
+            return Ok(Lookup::Missing);
         }
         let mut candidate = self.root.join(rel);
         if candidate.is_dir() {
-            candidate = if candidate == self.root {
-                self.entry.clone()
+            if candidate == self.root {
+                candidate = self.entry.clone();
+            } else if !path.ends_with('/') {
+                // Served at `/docs`, the folder's page would resolve its relative links
+                // against the parent folder.
+                return Ok(Lookup::AddSlash);
             } else {
-                candidate.join("index.html")
-            };
+                candidate = candidate.join("index.html");
+            }
         }
         match candidate.canonicalize() {
             // A symlink may point anywhere: only what resolves inside the folder is served.
-            Ok(real) if real.starts_with(&self.root) => Ok(real.is_file().then_some(real)),
+            Ok(real) if real.starts_with(&self.root) && real.is_file() => Ok(Lookup::File(real)),
+            Ok(real) if real.starts_with(&self.root) => Ok(Lookup::Missing),
             Ok(_) => Err(StatusCode::FORBIDDEN),
-            Err(_) => Ok(None),
+            Err(_) => Ok(Lookup::Missing),
         }
     }
 }
@@ -125,13 +138,16 @@ impl StaticFiles {
         }
         let path = req.uri.path();
         let file = match self.file_for(path) {
-            Ok(Some(f)) => f,
+            Ok(Lookup::File(f)) => f,
+            Ok(Lookup::AddSlash) => return add_slash(req),
             // SPA fallback: a path without an extension is a client-side route (as decoded:
             // `/app%2Ejs` names a script).
-            Ok(None) if !last_segment(&decode_path(path).unwrap_or_default()).contains('.') => {
+            Ok(Lookup::Missing)
+                if !last_segment(&decode_path(path).unwrap_or_default()).contains('.') =>
+            {
                 self.entry.clone()
             }
-            Ok(None) => return text(StatusCode::NOT_FOUND, "Not Found"),
+            Ok(Lookup::Missing) => return text(StatusCode::NOT_FOUND, "Not Found"),
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
         let Ok(meta) = std::fs::metadata(&file) else {
@@ -202,6 +218,29 @@ impl StaticFiles {
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
         }
     }
+}
+
+/// `301` to the path with a trailing slash, under the app's base (the gateway's `x-base`;
+/// the path here has the app segment stripped), query kept.
+fn add_slash(req: &RequestHeader) -> Reply {
+    let base = req
+        .headers
+        .get("x-base")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim_end_matches('/');
+    // One leading slash: `//host/` would be a redirect to another site.
+    let path = format!("/{}", req.uri.path().trim_start_matches('/'));
+    let mut location = format!("{base}{path}/");
+    if let Some(q) = req.uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let builder = Response::builder()
+        .status(StatusCode::MOVED_PERMANENTLY)
+        .header(header::LOCATION, location)
+        .header(header::CONTENT_LENGTH, 0);
+    reply(builder, Body::Bytes(Vec::new()))
 }
 
 fn reply(builder: http::response::Builder, body: Body) -> Reply {
@@ -368,13 +407,14 @@ mod tests {
             .unwrap();
         let s = StaticFiles::new(d.path(), "index.html").unwrap();
         let root = d.path().canonicalize().unwrap();
-        assert_eq!(s.file_for("/").unwrap(), Some(root.join("index.html")));
-        assert_eq!(s.file_for("/app.js").unwrap(), Some(root.join("app.js")));
+        assert_eq!(s.file_for("/"), Ok(Lookup::File(root.join("index.html"))));
+        assert_eq!(s.file_for("/app.js"), Ok(Lookup::File(root.join("app.js"))));
         assert_eq!(
-            s.file_for("/docs/").unwrap(),
-            Some(root.join("docs/index.html"))
+            s.file_for("/docs/"),
+            Ok(Lookup::File(root.join("docs/index.html")))
         );
-        assert_eq!(s.file_for("/missing.js").unwrap(), None);
+        assert_eq!(s.file_for("/docs"), Ok(Lookup::AddSlash));
+        assert_eq!(s.file_for("/missing.js"), Ok(Lookup::Missing));
         assert_eq!(s.file_for("/../secret.txt"), Err(StatusCode::FORBIDDEN));
         assert_eq!(s.file_for("/%2e%2e/secret.txt"), Err(StatusCode::FORBIDDEN));
         assert_eq!(
@@ -419,7 +459,7 @@ mod tests {
             "/assets/.hidden.js",
             "/docs/.well-known/x.txt",
         ] {
-            assert_eq!(s.file_for(hidden), Ok(None), "{hidden}");
+            assert_eq!(s.file_for(hidden), Ok(Lookup::Missing), "{hidden}");
         }
         for shown in [
             "/docs/manifest.yaml",
@@ -428,7 +468,7 @@ mod tests {
         ] {
             assert_eq!(
                 s.file_for(shown),
-                Ok(Some(root.join(&shown[1..]))),
+                Ok(Lookup::File(root.join(&shown[1..]))),
                 "{shown}"
             );
         }
