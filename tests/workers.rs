@@ -858,6 +858,46 @@ fn a_static_app_revalidates_and_serves_ranges() {
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>new</h1>"));
 }
 
+/// A build's precompressed files (`app.js.br`, `app.js.gz`) are served to clients that
+/// accept them, as nginx's `gzip_static` does: with `Content-Encoding`, `Vary`, the
+/// original's type and a validator of their own.
+#[test]
+fn a_static_app_serves_precompressed_files() {
+    let apps = static_site("ttl: 5m\n");
+    let dir = apps.dir("site");
+    write(&dir.join("app.js"), "plain");
+    std::fs::write(dir.join("app.js.gz"), b"gzip bytes").unwrap();
+    std::fs::write(dir.join("app.js.br"), b"brotli bytes").unwrap();
+    let gw = Gateway::start(apps.options());
+    let plain = gw.get("/site/app.js");
+    assert_eq!(plain.text(), "plain", "{plain:?}\n{}", gw.logs());
+    assert_eq!(plain.header("content-encoding"), None);
+    for (accept, coding, body) in [
+        ("gzip, deflate", Some("gzip"), "gzip bytes"),
+        ("gzip, deflate, br", Some("br"), "brotli bytes"),
+        ("br;q=0, gzip", Some("gzip"), "gzip bytes"),
+        ("deflate", None, "plain"),
+    ] {
+        let r = gw.get_with("/site/app.js", &[("accept-encoding", accept)]);
+        assert_eq!(r.status, 200, "{accept}: {r:?}");
+        assert_eq!(r.header("content-encoding"), coding, "{accept}");
+        assert_eq!(r.text(), body, "{accept}");
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{accept}");
+        assert!(r.header("content-type").unwrap().contains("javascript"));
+    }
+    let gz = gw.get_with("/site/app.js", &[("accept-encoding", "gzip")]);
+    let etag = gz.header("etag").unwrap();
+    assert_ne!(Some(etag), plain.header("etag"));
+    let again = [("accept-encoding", "gzip"), ("if-none-match", etag)];
+    assert_eq!(gw.get_with("/site/app.js", &again).status, 304);
+    // A file without stored variants is sent as it is.
+    let r = gw.get_with("/site/", &[("accept-encoding", "gzip, br")]);
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, None)
+    );
+}
+
 /// A static app's folders are served under their trailing slash, as by nginx: at `/site`
 /// or `/site/docs` a page would resolve its relative links against the parent folder. A
 /// command app answers `/hello` itself.

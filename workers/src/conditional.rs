@@ -17,15 +17,19 @@ pub struct Validators {
 }
 
 impl Validators {
-    pub fn of(meta: &Metadata) -> Validators {
+    /// `encoding`: the content coding of a precompressed variant, named in its tag so
+    /// that no two representations share one.
+    pub fn of(meta: &Metadata, encoding: Option<&str>) -> Validators {
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         let nanos = modified
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Validators {
-            etag: format!("\"{nanos:x}-{:x}\"", meta.len()),
-            modified,
-        }
+        let len = meta.len();
+        let etag = match encoding {
+            Some(coding) => format!("\"{nanos:x}-{len:x}-{coding}\""),
+            None => format!("\"{nanos:x}-{len:x}\""),
+        };
+        Validators { etag, modified }
     }
 
     pub fn last_modified(&self) -> String {

@@ -150,17 +150,25 @@ impl StaticFiles {
             Ok(Lookup::Missing) => return text(StatusCode::NOT_FOUND, "Not Found"),
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
-        let Ok(meta) = std::fs::metadata(&file) else {
-            return text(StatusCode::NOT_FOUND, "Not Found");
-        };
-        let validators = Validators::of(&meta);
+        let content_type = content_type(&file);
         // `no-cache`: browsers keep the file but ask each time, which costs a 304 when it
         // did not change. Without it, `Last-Modified` invites heuristic caching, and after
         // a deploy a browser could run an old entry page for hours.
-        let builder = Response::builder()
+        let mut builder = Response::builder().header(header::CACHE_CONTROL, "no-cache");
+        let (file, encoding, vary) = self.representation(req, file);
+        if let Some(name) = encoding {
+            builder = builder.header(header::CONTENT_ENCODING, name);
+        }
+        if vary {
+            builder = builder.header(header::VARY, "Accept-Encoding");
+        }
+        let Ok(meta) = std::fs::metadata(&file) else {
+            return text(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let validators = Validators::of(&meta, encoding);
+        let builder = builder
             .header(header::ETAG, &validators.etag)
-            .header(header::LAST_MODIFIED, validators.last_modified())
-            .header(header::CACHE_CONTROL, "no-cache");
+            .header(header::LAST_MODIFIED, validators.last_modified());
         if validators.not_modified(&req.headers) {
             return reply(
                 builder.status(StatusCode::NOT_MODIFIED),
@@ -169,7 +177,7 @@ impl StaticFiles {
         }
         let size = meta.len();
         let builder = builder
-            .header(header::CONTENT_TYPE, content_type(&file))
+            .header(header::CONTENT_TYPE, content_type)
             .header(header::ACCEPT_RANGES, "bytes");
         // Ranges are defined for GET only (RFC 9110 14.2): a HEAD describes the whole file.
         let part = if head {
@@ -218,6 +226,85 @@ impl StaticFiles {
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
         }
     }
+}
+
+/// Encodings a build may store next to a file (`app.js.br`, `app.js.gz`), best first.
+const PRECOMPRESSED: [(&str, &str); 2] = [("br", "br"), ("gzip", "gz")];
+
+/// What is stored of a file in other encodings, for one request.
+enum Stored {
+    /// A variant the client accepts: its path and encoding.
+    Chosen(PathBuf, &'static str),
+    /// Variants exist, none the client accepts: the answer still varies by encoding.
+    NotAccepted,
+    None,
+}
+
+impl StaticFiles {
+    /// The file to send for `file` (itself or a precompressed variant), its content coding,
+    /// and whether the answer varies by `Accept-Encoding`.
+    fn representation(
+        &self,
+        req: &RequestHeader,
+        file: PathBuf,
+    ) -> (PathBuf, Option<&'static str>, bool) {
+        let accepted = req
+            .headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        match accepted.map(|a| self.precompressed(&file, a)) {
+            Some(Stored::Chosen(variant, name)) => (variant, Some(name), true),
+            Some(Stored::NotAccepted) => (file, None, true),
+            Some(Stored::None) | None => (file, None, false),
+        }
+    }
+
+    /// The best precompressed variant of `file` that `accept_encoding` allows, found in
+    /// the folder as the file itself is (no symlink out of it).
+    fn precompressed(&self, file: &Path, accept_encoding: &str) -> Stored {
+        let mut exists = false;
+        for (name, ext) in PRECOMPRESSED {
+            let mut variant = file.as_os_str().to_owned();
+            variant.push(".");
+            variant.push(ext);
+            let Ok(real) = Path::new(&variant).canonicalize() else {
+                continue;
+            };
+            if !real.starts_with(&self.root) || !real.is_file() {
+                continue;
+            }
+            if accepts(accept_encoding, name) {
+                return Stored::Chosen(real, name);
+            }
+            exists = true;
+        }
+        if exists {
+            Stored::NotAccepted
+        } else {
+            Stored::None
+        }
+    }
+}
+
+/// Whether an `Accept-Encoding` value allows `coding`: named with a q-value above 0, or
+/// not named while `*` is allowed.
+fn accepts(accept_encoding: &str, coding: &str) -> bool {
+    let mut star = false;
+    for item in accept_encoding.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let q = parts
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+        if name.eq_ignore_ascii_case(coding) {
+            return q > 0.0;
+        }
+        if name == "*" {
+            star = q > 0.0;
+        }
+    }
+    star
 }
 
 /// `301` to the path with a trailing slash, under the app's base (the gateway's `x-base`;
@@ -427,6 +514,24 @@ mod tests {
             content_type(Path::new("x.JS")),
             "text/javascript; charset=utf-8"
         );
+    }
+
+    #[test]
+    fn accept_encoding() {
+        for (header, coding, yes) in [
+            ("gzip", "gzip", true),
+            ("gzip, deflate, br, zstd", "br", true),
+            ("GZIP", "gzip", true),
+            ("br;q=0.9, gzip;q=0", "gzip", false),
+            ("br; q=0", "br", false),
+            ("*", "br", true),
+            ("*;q=0, gzip", "br", false),
+            ("identity;q=1, *;q=0", "gzip", false),
+            ("gzip;q=oops", "gzip", false),
+            ("deflate", "gzip", false),
+        ] {
+            assert_eq!(accepts(header, coding), yes, "{header} / {coding}");
+        }
     }
 
     #[test]
