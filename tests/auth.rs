@@ -302,6 +302,9 @@ fn cookie_tokens_and_public_routes() {
         &[("cookie", &format!("theme=dark; session={token}"))],
     );
     assert_eq!(r.status, 200, "{r:?}");
+    // RFC 6265 allows a quoted value; the quotes are not the token's.
+    let r = gw.get_with("/app/data", &[("cookie", &format!("session=\"{token}\""))]);
+    assert_eq!(r.status, 200, "{r:?}");
     // Public by AUTH_PUBLIC_ROUTES, by the rule's publicRoutes (GET only), by the runtime.
     assert_eq!(gw.get("/app/open/a/b").status, 200);
     assert_eq!(gw.get("/app/docs").status, 200);

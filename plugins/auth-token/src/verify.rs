@@ -137,7 +137,8 @@ impl Verifier {
                 .filter(|t| !t.is_empty())
                 .map(std::borrow::Cow::Borrowed);
         }
-        let name = self.config.load().cookie.clone()?;
+        let config = self.config.load();
+        let name = config.cookie.as_deref()?;
         headers
             .get_all(http::header::COOKIE)
             .iter()
@@ -145,8 +146,9 @@ impl Verifier {
             .flat_map(|h| h.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| std::borrow::Cow::<str>::Owned(v.trim().to_string()))
+            .map(|(_, v)| unquote(v.trim()))
             .filter(|v| !v.is_empty())
+            .map(std::borrow::Cow::Borrowed)
     }
 
     /// The whole check for a request's headers.
@@ -324,6 +326,15 @@ fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A cookie value without the double quotes RFC 6265 allows around it (some servers
+/// write them; browsers send them back as they were set).
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
 }
 
 fn check_times(exp: Option<f64>, nbf: Option<f64>, config: &AuthConfig) -> Result<(), Reason> {
