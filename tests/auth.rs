@@ -302,6 +302,12 @@ fn cookie_tokens_and_public_routes() {
         &[("cookie", &format!("theme=dark; session={token}"))],
     );
     assert_eq!(r.status, 200, "{r:?}");
+    // A password a proxy in front asked for is no token: the cookie is read.
+    let basic = [
+        ("authorization", "Basic dXNlcjpwdw=="),
+        ("cookie", &format!("session={token}")),
+    ];
+    assert_eq!(gw.get_with("/app/data", &basic).status, 200);
     // RFC 6265 allows a quoted value; the quotes are not the token's.
     let r = gw.get_with("/app/data", &[("cookie", &format!("session=\"{token}\""))]);
     assert_eq!(r.status, 200, "{r:?}");

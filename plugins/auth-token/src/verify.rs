@@ -126,16 +126,19 @@ impl Verifier {
         self.failures[r.index()].load(Ordering::Relaxed)
     }
 
-    /// The bearer token, else the configured cookie; never the query string.
+    /// The bearer token, else the configured cookie; never the query string. Another
+    /// `Authorization` scheme (`Basic`, from a proxy in front asking for a password) is
+    /// no token, and leaves the cookie to be read.
     pub fn token<'h>(&self, headers: &'h HeaderMap) -> Option<std::borrow::Cow<'h, str>> {
-        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
-            let v = auth.to_str().ok()?;
-            let (scheme, rest) = v.split_at_checked(7)?;
-            return scheme
-                .eq_ignore_ascii_case("bearer ")
-                .then(|| rest.trim())
-                .filter(|t| !t.is_empty())
-                .map(std::borrow::Cow::Borrowed);
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_at_checked(7))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty());
+        if let Some(token) = bearer {
+            return Some(std::borrow::Cow::Borrowed(token));
         }
         let config = self.config.load();
         let name = config.cookie.as_deref()?;
