@@ -77,8 +77,16 @@ impl fmt::Display for Problems {
     }
 }
 
-/// Keys whose values are never printed in a problem.
-const SECRET_WORDS: [&str; 4] = ["secret", "token", "key", "password"];
+/// Words of keys whose values are never printed in a problem (see [`is_secret`]).
+const SECRET_WORDS: [&str; 3] = ["secret", "token", "password"];
+
+/// Whether the value at `path` may be a secret: its last key holds one of
+/// [`SECRET_WORDS`] or ends in `key` (`masterKey`, `publicKey`), not merely starts with
+/// it: `rateLimit.keyBy` is printed.
+fn is_secret(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
+    last.ends_with("key") || SECRET_WORDS.iter().any(|w| last.contains(w))
+}
 
 /// One block of layered configuration and the names its values go by.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -169,10 +177,7 @@ impl Settings {
 
     /// Records a problem with the value at `path`.
     pub fn problem(&self, problems: &mut Problems, path: &str, why: impl Into<String>) {
-        let secret = SECRET_WORDS
-            .iter()
-            .any(|w| path.to_ascii_lowercase().contains(w));
-        let value = match (secret, self.get(path)) {
+        let value = match (is_secret(path), self.get(path)) {
             (true, Some(_)) => "<redacted>".to_string(),
             (false, Some(v)) => render(v),
             (_, None) => String::new(),
@@ -396,6 +401,18 @@ mod tests {
         let mut p = Problems::default();
         s.string("masterKey", &mut p);
         assert!(p.to_string().contains("<redacted>"), "{p}");
+        for secret in [
+            "masterKey",
+            "auth.secret",
+            "authToken",
+            "db.password",
+            "publicKey",
+        ] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for shown in ["rateLimit.keyBy", "keys", "cookie", "jwksUrl"] {
+            assert!(!is_secret(shown), "{shown}");
+        }
     }
 
     #[test]
