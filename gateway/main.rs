@@ -93,12 +93,14 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match load(config.as_deref()) {
             Ok(c) => {
+                let (loaded, warnings) = plugins::summary(&c);
                 println!(
-                    "configuration OK: port {}, API at {}, {} plugin(s) enabled",
-                    c.server.port,
-                    c.server.api_base,
-                    c.plugins.iter().filter(|p| p.manifest.enabled).count()
+                    "configuration OK: port {}, API at {}, {loaded} plugin(s) enabled",
+                    c.server.port, c.server.api_base,
                 );
+                for w in warnings {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(problems) => report(&problems),

@@ -165,6 +165,29 @@ fn manifests(config: &Config) -> Vec<Manifest> {
         .collect()
 }
 
+/// The warning for plugin `i` when it is auth-token left off for want of a key.
+fn auth_off(config: &Config, i: &usize) -> Option<String> {
+    let p = &config.plugins[*i];
+    (p.spec.name == "auth-token" && p.manifest.enabled && !AuthPlugin::has_key_source(&p.settings))
+        .then(|| AuthPlugin::off_warning(&p.settings))
+}
+
+/// What `buntime check` prints besides problems: the plugins that will load, and the
+/// warning for an auth-token left off for want of a key.
+pub fn summary(config: &Config) -> (usize, Vec<String>) {
+    let effective = manifests(config);
+    let manifests: Vec<&Manifest> = effective.iter().collect();
+    let Ok(order) = load_order(&manifests) else {
+        return (0, Vec::new());
+    };
+    let warnings = order
+        .skipped
+        .iter()
+        .filter_map(|(i, _)| auth_off(config, i))
+        .collect();
+    (order.load.len(), warnings)
+}
+
 /// Everything `buntime check` validates about plugins, without building them.
 pub fn check(config: &Config) -> Problems {
     let mut problems = Problems::default();
@@ -239,7 +262,10 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     let manifests: Vec<&Manifest> = effective.iter().collect();
     let order = load_order(&manifests).expect("checked above");
     for (i, why) in &order.skipped {
-        log::warn!("plugin {} not loaded: {why}", manifests[*i].name);
+        match auth_off(config, i) {
+            Some(warning) => log::warn!("{warning}"),
+            None => log::warn!("plugin {} not loaded: {why}", manifests[*i].name),
+        }
     }
     let mut plugins = Plugins::default();
     for i in order.load {

@@ -661,3 +661,39 @@ fn sighup_changes_jwt_settings_but_cannot_turn_auth_on_or_off() {
     .expect("the refusal is logged");
     assert_eq!(open.get("/x").status, 404, "still running without auth");
 }
+
+/// Settings that only make sense with authentication, set without a key (a misspelled
+/// `AUTH_JWT_SECRET`, say), leave every route open: `buntime check` and the start-up log
+/// say so and name them. `check` counted auth-token among the enabled plugins.
+#[test]
+fn auth_settings_without_a_key_are_named_in_a_warning() {
+    let (ok, out) = common::check(
+        None,
+        &[
+            ("AUTH_JWT_ISSUER", "https://idp"),
+            ("AUTH_JWT_SECRT", "typo"),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("5 plugin(s) enabled"), "{out}");
+    assert!(
+        out.contains("auth-token is off") && out.contains("although AUTH_JWT_ISSUER is set"),
+        "{out}"
+    );
+    let (_, out) = common::check(None, &[("AUTH_JWT_SECRET", "s3cret")]);
+    assert!(
+        out.contains("6 plugin(s) enabled") && !out.contains("warning"),
+        "{out}"
+    );
+    let gw = Gateway::start(
+        Options::default()
+            .env("AUTH_JWT_ISSUER", "https://idp")
+            .ready(),
+    );
+    assert!(
+        gw.logs().contains("although AUTH_JWT_ISSUER is set"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(gw.get("/anything").status, 404, "no token asked for");
+}

@@ -71,6 +71,36 @@ impl AuthPlugin {
         config::has_key_source(s)
     }
 
+    /// What to say when the plugin stays unloaded for want of a key: no route then asks
+    /// for a token. The settings that have no default but are set (an issuer, a cookie
+    /// ...) are named: they say authentication was meant, and a key's variable may be
+    /// misspelled.
+    pub fn off_warning(s: &Settings) -> String {
+        let set_here = |k: &str| {
+            let ignore = &mut Problems::default();
+            match k {
+                "algorithms" | "publicRoutes" => s.list(k, ignore).is_some_and(|v| !v.is_empty()),
+                _ => s.string(k, ignore).is_some_and(|v| !v.trim().is_empty()),
+            }
+        };
+        let set: Vec<String> = ["issuer", "audience", "cookie", "algorithms", "publicRoutes"]
+            .into_iter()
+            .filter(|k| set_here(k))
+            .map(|k| s.name_of(k))
+            .collect();
+        let mut why = "auth-token is off: no key source is set (AUTH_JWT_SECRET, \
+                       AUTH_JWT_PUBLIC_KEY or AUTH_JWT_JWKS_URL), so no route asks for a token"
+            .to_string();
+        if !set.is_empty() {
+            why += &format!(
+                ", although {} {} set",
+                set.join(", "),
+                if set.len() == 1 { "is" } else { "are" }
+            );
+        }
+        why
+    }
+
     pub fn new(config: AuthConfig) -> AuthPlugin {
         AuthPlugin {
             verifier: Arc::new(Verifier::new(config)),
