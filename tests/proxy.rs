@@ -1067,6 +1067,32 @@ fn rules_compile_on_an_idle_priority_thread() {
     assert_eq!(fields[41 - 3], SCHED_IDLE, "{stat}");
 }
 
+/// A raw TCP upstream on a free port: `handle` serves each connection, on the accepting
+/// thread (one at a time).
+fn raw_upstream(handle: impl Fn(TcpStream) + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            handle(conn);
+        }
+    });
+    port
+}
+
+/// Reads from `s` until what was read ends with `end`; `None` when the peer closes or
+/// fails first.
+fn read_until(s: &mut TcpStream, end: &[u8]) -> Option<String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&got).to_lowercase())
+}
+
 /// An HTTP/1.0 upstream (Python's `http.server` by default) is answered to an HTTP/1.1
 /// client in HTTP/1.1, and the client's connection stays open. Pingora passed the
 /// upstream's version through: the client got `HTTP/1.0 200`, and with curl the
@@ -1074,17 +1100,12 @@ fn rules_compile_on_an_idle_priority_thread() {
 /// with the connection went out chunked in HTTP/1.1 already; one with a length did not.)
 #[test]
 fn an_http_1_0_upstream_is_answered_in_http_1_1() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(
-                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nold-style body",
-            );
-        }
+    let port = raw_upstream(|mut conn| {
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nold-style body",
+        );
     });
     let gw = Gateway::start(Options::default().ready());
     created(
@@ -1096,17 +1117,9 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
     for _ in 0..3 {
         s.write_all(b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.ends_with(b"old-style body") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&got).to_lowercase();
+        let text = read_until(&mut s, b"old-style body").expect("an answer");
         assert!(text.starts_with("http/1.1 200"), "{text}");
         assert!(text.contains("connection: keep-alive"), "{text}");
-        assert!(text.contains("old-style body"), "{text}");
     }
 }
 
@@ -1116,22 +1129,15 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
 /// meant for this hop only.
 #[test]
 fn hop_by_hop_headers_stop_at_the_gateway() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let (seen_tx, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut buf = [0u8; 4096];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let _ = seen_tx.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nConnection: X-Private, Content-Length\r\n\
-                  X-Private: for-this-hop\r\nKeep-Alive: timeout=5\r\n\
-                  Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\
-                  Content-Length: 2\r\n\r\nok",
-            );
-        }
+    let port = raw_upstream(move |mut conn| {
+        let _ = seen_tx.send(read_until(&mut conn, b"\r\n\r\n").unwrap_or_default());
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Private, Content-Length\r\n\
+              X-Private: for-this-hop\r\nKeep-Alive: timeout=5\r\n\
+              Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\
+              Content-Length: 2\r\n\r\nok",
+        );
     });
     let gw = Gateway::start(Options::default().ready());
     created(
@@ -1175,25 +1181,16 @@ fn hop_by_hop_headers_stop_at_the_gateway() {
 /// without its `RateLimit-*` headers.
 #[test]
 fn the_final_answer_after_100_continue_has_the_gateways_headers() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !got.ends_with(b"\r\n\r\n") {
-                let Ok(n @ 1..) = conn.read(&mut buf) else {
-                    return;
-                };
-                got.extend_from_slice(&buf[..n]);
-            }
-            let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
-            let Ok(n) = conn.read(&mut buf) else { return };
-            let body = format!("got {}", String::from_utf8_lossy(&buf[..n]));
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            let _ = conn.write_all((head + &body).as_bytes());
+    let port = raw_upstream(|mut conn| {
+        if read_until(&mut conn, b"\r\n\r\n").is_none() {
+            return;
         }
+        let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let mut buf = [0u8; 4096];
+        let Ok(n) = conn.read(&mut buf) else { return };
+        let body = format!("got {}", String::from_utf8_lossy(&buf[..n]));
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        let _ = conn.write_all((head + &body).as_bytes());
     });
     let gw = Gateway::start(Options::default().ready());
     created(
@@ -1207,23 +1204,10 @@ fn the_final_answer_after_100_continue_has_the_gateways_headers() {
           Expect: 100-continue\r\n\r\n",
     )
     .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    let interim = String::from_utf8_lossy(&got).to_lowercase();
+    let interim = read_until(&mut s, b"\r\n\r\n").expect("an interim answer");
     assert!(interim.starts_with("http/1.1 100"), "{interim}");
     s.write_all(b"abcd").unwrap();
-    got.clear();
-    while !got.ends_with(b"got abcd") {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    let last = String::from_utf8_lossy(&got).to_lowercase();
+    let last = read_until(&mut s, b"got abcd").expect("the final answer");
     assert!(last.starts_with("http/1.1 200"), "{last}");
     for name in [
         "ratelimit-limit: ",
