@@ -877,11 +877,8 @@ fn needs_slash(req: &RequestHeader, app: Option<&AppRoute>) -> bool {
 
 /// `301` to the path with a trailing slash, query kept.
 fn add_slash(req: &RequestHeader) -> ApiResponse {
-    let mut location = format!("{}/", req.uri.path());
-    if let Some(q) = req.uri.query() {
-        location.push('?');
-        location.push_str(q);
-    }
+    let location =
+        buntime_workers::static_files::slash_location("", req.uri.path(), req.uri.query());
     let resp = ApiResponse::empty(StatusCode::MOVED_PERMANENTLY);
     match HeaderValue::from_str(&location) {
         Ok(v) => resp.with_header(http::header::LOCATION, v),

@@ -314,20 +314,25 @@ fn add_slash(req: &RequestHeader) -> Reply {
         .headers
         .get("x-base")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim_end_matches('/');
-    // One leading slash: `//host/` would be a redirect to another site.
-    let path = format!("/{}", req.uri.path().trim_start_matches('/'));
-    let mut location = format!("{base}{path}/");
-    if let Some(q) = req.uri.query() {
-        location.push('?');
-        location.push_str(q);
-    }
+        .unwrap_or("");
+    let location = slash_location(base, req.uri.path(), req.uri.query());
     let builder = Response::builder()
         .status(StatusCode::MOVED_PERMANENTLY)
         .header(header::LOCATION, location)
         .header(header::CONTENT_LENGTH, 0);
     reply(builder, Body::Bytes(Vec::new()))
+}
+
+/// Where a folder asked for without its trailing slash moves to: `base` + `path` + `/`,
+/// `query` kept. One leading slash, whatever the path has: `//host/` would send the
+/// browser to another site. The gateway uses it for a static app's root.
+pub fn slash_location(base: &str, path: &str, query: Option<&str>) -> String {
+    let base = base.trim_end_matches('/');
+    let path = path.trim_start_matches('/');
+    match query {
+        Some(q) => format!("{base}/{path}/?{q}"),
+        None => format!("{base}/{path}/"),
+    }
 }
 
 fn reply(builder: http::response::Builder, body: Body) -> Reply {
@@ -526,6 +531,14 @@ mod tests {
         ] {
             assert_eq!(content_type(Path::new(file)), ty, "{file}");
         }
+    }
+
+    #[test]
+    fn slash_locations() {
+        assert_eq!(slash_location("/web", "/docs", None), "/web/docs/");
+        assert_eq!(slash_location("/", "/docs", Some("a=1")), "/docs/?a=1");
+        assert_eq!(slash_location("", "//evil.example", None), "/evil.example/");
+        assert_eq!(slash_location("", "/web", Some("x")), "/web/?x");
     }
 
     #[test]
