@@ -896,6 +896,16 @@ fn a_static_app_serves_precompressed_files() {
         (r.header("content-encoding"), r.header("vary")),
         (None, None)
     );
+    // A variant that is a link out of the folder is not served.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.gz"), b"outside").unwrap();
+    write(&dir.join("lib.js"), "lib");
+    std::os::unix::fs::symlink(outside.path().join("x.gz"), dir.join("lib.js.gz")).unwrap();
+    let r = gw.get_with("/site/lib.js", &[("accept-encoding", "gzip")]);
+    assert_eq!(
+        (r.text().as_str(), r.header("content-encoding")),
+        ("lib", None)
+    );
 }
 
 /// A static app's folders are served under their trailing slash, as by nginx: at `/site`

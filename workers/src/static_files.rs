@@ -231,59 +231,46 @@ impl StaticFiles {
 /// Encodings a build may store next to a file (`app.js.br`, `app.js.gz`), best first.
 const PRECOMPRESSED: [(&str, &str); 2] = [("br", "br"), ("gzip", "gz")];
 
-/// What is stored of a file in other encodings, for one request.
-enum Stored {
-    /// A variant the client accepts: its path and encoding.
-    Chosen(PathBuf, &'static str),
-    /// Variants exist, none the client accepts: the answer still varies by encoding.
-    NotAccepted,
-    None,
-}
-
 impl StaticFiles {
-    /// The file to send for `file` (itself or a precompressed variant), its content coding,
-    /// and whether the answer varies by `Accept-Encoding`.
+    /// The file to send for `file`: itself, or the best precompressed variant the client's
+    /// `Accept-Encoding` allows, found in the folder as the file itself is (no symlink out
+    /// of it). Also its content coding, and whether the answer varies by encoding (some
+    /// variant exists). Without `Accept-Encoding` nothing is looked for.
     fn representation(
         &self,
         req: &RequestHeader,
         file: PathBuf,
     ) -> (PathBuf, Option<&'static str>, bool) {
-        let accepted = req
+        let Some(accepted) = req
             .headers
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty());
-        match accepted.map(|a| self.precompressed(&file, a)) {
-            Some(Stored::Chosen(variant, name)) => (variant, Some(name), true),
-            Some(Stored::NotAccepted) => (file, None, true),
-            Some(Stored::None) | None => (file, None, false),
-        }
-    }
-
-    /// The best precompressed variant of `file` that `accept_encoding` allows, found in
-    /// the folder as the file itself is (no symlink out of it).
-    fn precompressed(&self, file: &Path, accept_encoding: &str) -> Stored {
-        let mut exists = false;
+            .filter(|v| !v.is_empty())
+        else {
+            return (file, None, false);
+        };
+        let mut vary = false;
         for (name, ext) in PRECOMPRESSED {
             let mut variant = file.as_os_str().to_owned();
             variant.push(".");
             variant.push(ext);
-            let Ok(real) = Path::new(&variant).canonicalize() else {
+            let variant = PathBuf::from(variant);
+            // One stat for the usual case, no variant; the full resolution only for one.
+            if !variant.is_file() {
+                continue;
+            }
+            let Ok(real) = variant.canonicalize() else {
                 continue;
             };
-            if !real.starts_with(&self.root) || !real.is_file() {
+            if !real.starts_with(&self.root) {
                 continue;
             }
-            if accepts(accept_encoding, name) {
-                return Stored::Chosen(real, name);
+            if accepts(accepted, name) {
+                return (real, Some(name), true);
             }
-            exists = true;
+            vary = true;
         }
-        if exists {
-            Stored::NotAccepted
-        } else {
-            Stored::None
-        }
+        (file, None, vary)
     }
 }
 
