@@ -157,7 +157,7 @@ fn manifests(config: &Config) -> Vec<Manifest> {
         .iter()
         .map(|p| {
             let mut m = p.manifest.clone();
-            if p.spec.name == "auth-token" && !AuthPlugin::has_key_source(&p.settings) {
+            if keyless_auth(p) {
                 m.enabled = false;
             }
             m
@@ -165,25 +165,34 @@ fn manifests(config: &Config) -> Vec<Manifest> {
         .collect()
 }
 
+/// Whether `p` is auth-token without a key source, which leaves it unloaded.
+fn keyless_auth(p: &PluginConfig) -> bool {
+    p.spec.name == "auth-token" && !AuthPlugin::has_key_source(&p.settings)
+}
+
+/// The manifests as the loader sees them, and their load order (or the cycle).
+fn ordered(config: &Config) -> (Vec<Manifest>, Result<Order, String>) {
+    let effective = manifests(config);
+    let order = load_order(&effective.iter().collect::<Vec<_>>());
+    (effective, order)
+}
+
 /// The warning for plugin `i` when it is auth-token left off for want of a key.
-fn auth_off(config: &Config, i: &usize) -> Option<String> {
-    let p = &config.plugins[*i];
-    (p.spec.name == "auth-token" && p.manifest.enabled && !AuthPlugin::has_key_source(&p.settings))
-        .then(|| AuthPlugin::off_warning(&p.settings))
+fn auth_off(config: &Config, i: usize) -> Option<String> {
+    let p = &config.plugins[i];
+    (p.manifest.enabled && keyless_auth(p)).then(|| AuthPlugin::off_warning(&p.settings))
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and the
 /// warning for an auth-token left off for want of a key.
 pub fn summary(config: &Config) -> (usize, Vec<String>) {
-    let effective = manifests(config);
-    let manifests: Vec<&Manifest> = effective.iter().collect();
-    let Ok(order) = load_order(&manifests) else {
+    let (_, Ok(order)) = ordered(config) else {
         return (0, Vec::new());
     };
     let warnings = order
         .skipped
         .iter()
-        .filter_map(|(i, _)| auth_off(config, i))
+        .filter_map(|(i, _)| auth_off(config, *i))
         .collect();
     (order.load.len(), warnings)
 }
@@ -191,9 +200,7 @@ pub fn summary(config: &Config) -> (usize, Vec<String>) {
 /// Everything `buntime check` validates about plugins, without building them.
 pub fn check(config: &Config) -> Problems {
     let mut problems = Problems::default();
-    let effective = manifests(config);
-    let manifests: Vec<&Manifest> = effective.iter().collect();
-    if let Err(cycle) = load_order(&manifests) {
+    if let (_, Err(cycle)) = ordered(config) {
         problems.push("plugins", "", cycle);
     }
     for p in &config.plugins {
@@ -220,21 +227,17 @@ pub fn check(config: &Config) -> Problems {
 /// removed.
 pub fn check_reload(config: &Config, running: &[LoadedPlugin]) -> Problems {
     let mut problems = check(config);
-    let effective = manifests(config);
-    let manifests: Vec<&Manifest> = effective.iter().collect();
-    let Ok(order) = load_order(&manifests) else {
+    let (effective, Ok(order)) = ordered(config) else {
         return problems; // `check` named the cycle
     };
-    for (i, m) in manifests.iter().enumerate() {
+    for (i, m) in effective.iter().enumerate() {
         let now = order.load.contains(&i);
         let was = running.iter().any(|l| l.name == m.name);
         let why = if now && !was {
             "would now be loaded; loading a plugin needs a restart".to_string()
         } else if was && !now {
             // `manifests` turns a keyless auth-token off: say why rather than "disabled".
-            let keyless =
-                m.name == "auth-token" && !AuthPlugin::has_key_source(&config.plugins[i].settings);
-            let reason = if keyless {
+            let reason = if keyless_auth(&config.plugins[i]) {
                 "no key source: secret, publicKey or jwksUrl"
             } else {
                 order
@@ -258,13 +261,12 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    let effective = manifests(config);
-    let manifests: Vec<&Manifest> = effective.iter().collect();
-    let order = load_order(&manifests).expect("checked above");
+    let (effective, order) = ordered(config);
+    let order = order.expect("checked above");
     for (i, why) in &order.skipped {
-        match auth_off(config, i) {
+        match auth_off(config, *i) {
             Some(warning) => log::warn!("{warning}"),
-            None => log::warn!("plugin {} not loaded: {why}", manifests[*i].name),
+            None => log::warn!("plugin {} not loaded: {why}", effective[*i].name),
         }
     }
     let mut plugins = Plugins::default();
