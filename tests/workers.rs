@@ -858,6 +858,48 @@ fn a_static_app_revalidates_and_serves_ranges() {
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>new</h1>"));
 }
 
+/// A large file goes out in chunks: the worker's peak memory stays far below the file's
+/// size (it read the whole file into one buffer, once per request).
+#[test]
+fn a_static_app_sends_a_large_file_without_holding_it() {
+    const SIZE: usize = 96 << 20;
+    let apps = static_site("ttl: 5m\n");
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
+    std::fs::write(apps.dir("site").join("video.bin"), &data).unwrap();
+    let gw = Gateway::start(apps.options());
+    assert_eq!(gw.get("/site/").status, 200);
+    let pid = of_app(&gw, "site")[0]["pid"].as_u64().unwrap();
+    let before = peak_kib(pid);
+    // Past the shared helper's 10 MB body limit: read here.
+    let mut r = common::agent()
+        .get(gw.url("/site/video.bin"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(SIZE as u64)
+        .read_to_vec()
+        .unwrap();
+    assert!(body == data, "the file came back changed");
+    let grown = peak_kib(pid) - before;
+    assert!(
+        grown * 1024 < SIZE / 4,
+        "the peak grew {grown} KiB (from {before}) for a {SIZE}-byte file"
+    );
+}
+
+/// A process's peak resident memory (`VmHWM`), in KiB.
+fn peak_kib(pid: u64) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
 /// A build's precompressed files (`app.js.br`, `app.js.gz`) are served to clients that
 /// accept them, as nginx's `gzip_static` does: with `Content-Encoding`, `Vary`, the
 /// original's type and a validator of their own.
