@@ -291,8 +291,10 @@ impl ProxyHttp for Gateway {
         headers::strip_hop_by_hop(upstream_response);
         // An interim answer (`100 Continue`, `103 Early Hints`) passes as it came: the
         // gateway's headers go on the final one, which would lose the rate-limit headers
-        // taken from `ctx` here.
-        if upstream_response.status.is_informational() {
+        // taken from `ctx` here. A 101 is the last answer on its connection: it gets them.
+        if upstream_response.status.is_informational()
+            && upstream_response.status != StatusCode::SWITCHING_PROTOCOLS
+        {
             return Ok(());
         }
         let mut extra = std::mem::take(&mut ctx.headers_out);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::upstream::{Upstream, WsEcho};
 use common::{Backend, Gateway, Options, eventually, start_on};
 use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
 
 const RULES: &str = "/redirects/api/rules";
 
@@ -713,10 +714,18 @@ fn ws_connect(port: u16, path: &str) -> tungstenite::WebSocket<TcpStream> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let url = format!("ws://127.0.0.1:{port}{path}");
-    let (ws, resp) =
-        tungstenite::client(url.as_str(), stream).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut req = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let (ws, resp) = tungstenite::client(req, stream).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(resp.status(), 101);
+    // The 101 is the connection's last HTTP answer: it carries the gateway's headers.
+    let headers = resp.headers();
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    assert!(headers.contains_key("ratelimit-remaining"), "{headers:?}");
+    assert_eq!(headers["access-control-allow-origin"], "*");
     ws
 }
 
