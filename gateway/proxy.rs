@@ -142,6 +142,9 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(KEEPALIVE_IDLE_SECS));
         }
+        // Requests a client pipelines behind this one are answered in turn, as nginx
+        // does; Pingora's default closes the connection and drops them.
+        session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.request_id = request_id(req);
         let peer = peer_ip(session);

@@ -1264,3 +1264,53 @@ fn keep_alive_to_the_client_survives_proxying() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
 }
+
+/// Requests a client pipelines (sends before reading the answers) are all answered, in
+/// order, whoever answers each: a rule's upstream, the runtime API, the gateway's 404.
+/// Pingora's default closed the connection after the first answer and dropped the rest.
+/// A body is never read as a request: after a local answer to a request whose body was
+/// not read, the connection closes (the client retries what was not answered).
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/ka", "target": up.url()}));
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let smuggled = "GET /ka/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let requests = format!(
+        "GET /ka/one HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /ka/two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+         GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /ka/three HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /nothing HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}\
+         GET /ka/four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        smuggled.len()
+    );
+    s.write_all(requests.as_bytes()).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    let statuses: Vec<&str> = got
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &got[i + 9..i + 12])
+        .collect();
+    assert_eq!(
+        statuses[..6],
+        ["200", "200", "200", "404", "200", "404"],
+        "{got}"
+    );
+    let seen: Vec<(String, usize)> = up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.url.clone(), r.body.len()))
+        .collect();
+    let want = [("/ka/one", 0), ("/ka/two", 5), ("/ka/three", 0)].map(|(u, n)| (u.to_string(), n));
+    assert_eq!(seen[..3], want);
+    assert!(
+        seen.iter().all(|(url, _)| url != "/ka/smuggled"),
+        "{seen:?}"
+    );
+}
