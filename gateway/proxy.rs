@@ -300,6 +300,17 @@ impl ProxyHttp for Gateway {
         {
             return Ok(());
         }
+        // HTTP/1.0 has no chunked coding (RFC 9112 6.1), yet Pingora chunks every body
+        // without a length: a 1.0 client (ApacheBench, many health checkers) got the
+        // chunk sizes as data. Such a body goes to it unframed, ending with the connection.
+        if session.req_header().version < Version::HTTP_11
+            && upstream_response
+                .headers
+                .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+        }
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);

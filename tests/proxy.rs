@@ -1132,6 +1132,47 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
     }
 }
 
+/// An HTTP/1.0 client never gets a chunked body (RFC 9112 6.1: 1.0 has no chunked
+/// coding): a body without a length reaches it unframed and the connection then closes.
+/// Pingora chunked it for every client, so ApacheBench or a 1.0 health checker read the
+/// chunk sizes as data. A 1.1 client still gets it chunked on a kept-alive connection.
+#[test]
+fn an_http_1_0_client_gets_no_chunked_body() {
+    let port = raw_upstream(|mut conn| {
+        while read_until(&mut conn, b"\r\n\r\n").is_some() {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  6\r\nstream\r\n4\r\ned!\n\r\n0\r\n\r\n",
+            );
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/chunks", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    for keep_alive in ["", "Connection: keep-alive\r\n"] {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /chunks HTTP/1.0\r\n{keep_alive}\r\n").unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        let head = head.to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{got}");
+        assert!(!head.contains("transfer-encoding"), "{got}");
+        assert!(head.contains("connection: close"), "{got}");
+        assert_eq!(body, "streamed!\n");
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /chunks HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = read_until(&mut s, b"0\r\n\r\n").expect("a chunked answer");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(text.contains("connection: keep-alive"), "{text}");
+}
+
 /// Hop-by-hop headers stop at the gateway in both directions (SPEC 1; RFC 9110 7.6.1).
 /// Pingora drops the client's; it passed the upstream's on: a `Keep-Alive` timeout that
 /// is not the gateway's, Apache's `Upgrade: h2c` on a plain 200, and headers the upstream
