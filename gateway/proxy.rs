@@ -33,6 +33,8 @@ const DEFAULT_BODY_LIMIT: u64 = 10 << 20;
 const ADMIN_BODY_LIMIT: u64 = 1 << 20;
 /// Idle keep-alive for client connections; Pingora would otherwise keep them forever.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
+/// The status logged for a request whose client left before any answer (nginx's 499).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// Workers are local: a connection that takes longer is a dead worker.
 const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
@@ -366,14 +368,22 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) {
         let req = session.req_header();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // A client that hangs up is not the upstream's or the worker's failure.
+        let client_gone = e.is_some_and(|e| matches!(e.esource(), ErrorSource::Downstream));
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            // nginx's "client closed request", which dashboards know to set apart.
+            None if client_gone => CLIENT_CLOSED_REQUEST,
+            None => 0,
+        };
         if let Some(lease) = &ctx.lease
-            && (status >= 500 || e.is_some())
+            && (status >= 500 || (e.is_some() && !client_gone))
         {
             lease.worker.count_error();
         }
         if let Some(metrics) = &self.shared.plugins.typed.metrics {
             let upstream_error = e
+                .filter(|_| !client_gone)
                 .filter(|_| ctx.upstream_start.is_some() && ctx.upstream_time.is_none())
                 .map(upstream_error_kind);
             metrics.metrics().record(&RequestRecord {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -468,6 +469,42 @@ fn a_hanging_request_is_504_and_the_worker_serves_on() {
     assert_eq!(pid_of(&gw.get("/hangs/")), pid);
     let w = &of_app(&gw, "hangs")[0];
     assert_eq!(w["errors"], 1, "{w}");
+}
+
+/// A client that leaves before the answer is logged 499 (nginx's "client closed
+/// request"), and is neither an upstream error nor the worker's: an operator alerting on
+/// `buntime_upstream_errors_total` was paged by users closing a slow page (counted
+/// `reset`, status `000`, and one more error on the worker).
+#[test]
+fn a_client_leaving_is_not_the_workers_error() {
+    let apps = Apps::new(&[("slowly", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    pid_of(&gw.get("/slowly/"));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET /slowly/sleep/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    let logged = eventually(Duration::from_secs(10), || {
+        metric(
+            &gw,
+            r#"buntime_http_requests_total{method="GET",route="app:slowly",status="499"}"#,
+        )
+    });
+    assert_eq!(logged, Some(1.0));
+    let line = r#"GET "/slowly/sleep/3" 499"#;
+    let in_log = eventually(Duration::from_secs(10), || {
+        gw.stdout().contains(line).then_some(())
+    });
+    assert!(in_log.is_some(), "{}", gw.logs());
+    assert_eq!(
+        metric(&gw, "buntime_upstream_errors_total{"),
+        None,
+        "{}",
+        gw.get("/metrics").text()
+    );
+    let w = &of_app(&gw, "slowly")[0];
+    assert_eq!(w["errors"], 0, "{w}");
 }
 
 #[test]
