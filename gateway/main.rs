@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         }
         Command::Worker(WorkerKind::Static { dir, entrypoint }) => {
             logging::init(log::LevelFilter::Warn, config::LogFormat::Text);
+            raise_open_files_limit();
             match buntime_workers::static_files::serve(&dir, &entrypoint) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
                 Err(problems) => return report(&problems),
             };
             logging::init(c.server.log_level, c.server.log_format);
+            raise_open_files_limit();
             match server::serve(c) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -120,6 +122,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Lifts the soft open-files limit to the hard one (the workers get theirs back).
+fn raise_open_files_limit() {
+    match buntime_workers::process::raise_open_files_limit() {
+        Ok(Some((from, to))) => log::debug!("open files limit raised from {from} to {to}"),
+        Ok(None) => {}
+        Err(e) => log::warn!("could not raise the open files limit: {e}"),
     }
 }
 

@@ -507,6 +507,31 @@ fn a_client_leaving_is_not_the_workers_error() {
     assert_eq!(w["errors"], 0, "{w}");
 }
 
+/// The soft and hard open-files limits of a process.
+fn open_files_limits(pid: u64) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut n = line.split_whitespace().skip(3).map(|v| v.parse().unwrap());
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+/// Started with a low soft open-files limit (systemd's default is 1024), the gateway
+/// lifts it to the hard limit: past it, accepts fail with EMFILE. Its workers get the
+/// limit it started with, which `select()`-based programs need.
+#[test]
+fn the_open_files_limit_is_raised_for_the_gateway_only() {
+    let apps = Apps::new(&[("files", "ttl: 5m")]);
+    let mut opts = apps.options();
+    opts.wrapper = ["prlimit", "--nofile=256:4096"].map(String::from).to_vec();
+    let gw = Gateway::start(opts);
+    assert_eq!(open_files_limits(gw.pid().into()), (4096, 4096));
+    let worker = pid_of(&gw.get("/files/"));
+    assert_eq!(open_files_limits(worker), (256, 4096));
+}
+
 #[test]
 fn an_idle_worker_stops_after_its_ttl() {
     let apps = Apps::new(&[("brief", "ttl: 2s")]);

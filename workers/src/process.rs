@@ -4,8 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -14,6 +16,24 @@ use tokio::process::{Child, Command};
 
 /// How long a worker has to exit after SIGTERM before it gets SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The open-files limits (soft, hard) this process started with, when it raised them.
+static STARTED_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// Raises this process's soft open-files limit to its hard limit, and returns the two
+/// when it did. Every client and upstream connection takes a descriptor, and the soft
+/// limit is often 1024 (systemd's default), which a busy gateway passes: accepts then
+/// fail with EMFILE. Workers get the limit back as it was, as Go does for its children:
+/// a program using `select()` breaks on descriptors past 1024.
+pub fn raise_open_files_limit() -> nix::Result<Option<(u64, u64)>> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= hard {
+        return Ok(None);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let _ = STARTED_NOFILE.set((soft, hard));
+    Ok(Some((soft, hard)))
+}
 
 /// Starts `argv` in `dir` with exactly `env`. Output lines go to the gateway's log,
 /// tagged with `tag`. Must be called from the pool's own thread: the parent-death signal
@@ -106,12 +126,13 @@ fn program(arg0: &str, dir: &Path) -> PathBuf {
     }
 }
 
-/// The child gets SIGKILL when the gateway dies, however it dies. The one unsafe block:
-/// `pre_exec` runs between fork and exec, where only async-signal-safe calls belong
-/// (prctl and getppid are).
+/// The child gets SIGKILL when the gateway dies, however it dies, and the open-files
+/// limit the gateway started with. The one unsafe block: `pre_exec` runs between fork and
+/// exec, where only async-signal-safe calls belong (prctl, getppid and setrlimit are).
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
     let parent = nix::unistd::getpid();
+    let nofile = STARTED_NOFILE.get().copied();
     // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -119,6 +140,9 @@ fn die_with_parent(cmd: &mut Command) {
             // The parent may have died before prctl took effect.
             if nix::unistd::getppid() != parent {
                 return Err(std::io::Error::other("the gateway exited"));
+            }
+            if let Some((soft, hard)) = nofile {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)?;
             }
             Ok(())
         });
