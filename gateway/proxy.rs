@@ -22,7 +22,7 @@ use buntime_metrics::RequestRecord;
 
 use crate::access::Denied;
 use crate::headers;
-use crate::lifecycle::InflightGuard;
+use crate::lifecycle::{InflightGuard, Phase};
 use crate::logging::AccessEntry;
 use crate::routes::{Route, has_dot_segment};
 use crate::state::Shared;
@@ -313,6 +313,7 @@ impl ProxyHttp for Gateway {
             upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
+        self.close_when_draining(session);
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);
@@ -700,6 +701,7 @@ impl Gateway {
 
     /// Writes a local response: hook headers, `x-request-id`, and always a Content-Length.
     async fn respond(&self, session: &mut Session, ctx: &mut Ctx, resp: ApiResponse) -> Result<()> {
+        self.close_when_draining(session);
         let mut extra = std::mem::take(&mut ctx.headers_out);
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let mut h = ResponseHeader::build_no_case(resp.status, None)?;
@@ -722,6 +724,16 @@ impl Gateway {
             session.write_response_body(Some(resp.body), true).await?;
         }
         Ok(())
+    }
+
+    /// While draining, every answer closes its connection (`Connection: close`): the
+    /// client sends its next request on a new connection (another instance, behind a load
+    /// balancer), not on a kept-alive one the gateway closes under it when the drain delay
+    /// ends, losing a request sent at that moment.
+    fn close_when_draining(&self, session: &mut Session) {
+        if self.shared.lifecycle.phase() == Phase::Draining {
+            session.set_keepalive(None);
+        }
     }
 
     /// X-Forwarded-* and X-Real-IP (SPEC 1), `x-request-id`; identity headers are only

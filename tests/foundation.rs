@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::upstream::Upstream;
 use common::{Gateway, Options, check, raw};
 use serde_json::json;
 
@@ -476,6 +477,48 @@ fn drain_delay_reports_draining_and_keeps_accepting() {
         .wait_exit(Duration::from_secs(5))
         .expect("exits after the delay");
     assert!(status.success());
+}
+
+/// Once draining, answers say `Connection: close` and the connection closes after them,
+/// on kept-alive connections too: a client that went on sending on its connection lost
+/// the request it sent as the drain delay ended and the gateway closed the connection.
+#[test]
+fn draining_answers_close_their_connections() {
+    let up = Upstream::http();
+    let mut gw = Gateway::start(Options::default().env("RUNTIME_DRAIN_DELAY", "3s").ready());
+    let rule = json!({"pattern": "^/up", "target": up.url()});
+    assert_eq!(
+        gw.json("POST", "/redirects/api/rules", &[], &rule).status,
+        201
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = |s: &mut TcpStream| {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_lowercase()
+    };
+    s.write_all(ask).unwrap();
+    assert!(answer(&mut s).contains("connection: keep-alive"));
+    gw.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(ask).unwrap();
+    let text = answer(&mut s);
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert_eq!(
+        s.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "the connection stays open"
+    );
+    // Connections made while draining are answered, and closed too, whoever answers.
+    for (path, status) in [("/nothing", 404), ("/up/x", 200)] {
+        let r = gw.get(path);
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("connection"), Some("close"), "{path}");
+    }
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some());
 }
 
 #[test]
