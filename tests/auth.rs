@@ -520,6 +520,32 @@ fn jwks_rotation_refetches_on_an_unknown_kid() {
     assert_eq!(server.hits(), hits, "no refetch storm");
 }
 
+/// A JWKS behind a private CA (an in-cluster identity provider) is trusted as the proxy
+/// trusts https upstreams: through the system's store or `SSL_CERT_FILE`. The JWKS client
+/// trusted only its own copy of Mozilla's roots, so such keys never loaded while proxy
+/// rules to the same hosts worked.
+#[test]
+fn a_jwks_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let (server, ca) = JwksServer::https(&jwks(&[jwk("ed1.x", "k1")]));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let (gw, _up) = jwks_gateway(
+        &server,
+        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+        true,
+    );
+    let token = mint_kid("ed1.key", "k1", json!({"sub": "u", "exp": now() + 300}));
+    assert_eq!(call(&gw, &token).status, 200);
+    // Without it, the CA is unknown and no key loads.
+    let (gw, _up) = jwks_gateway(&server, &[], false);
+    let failed = eventually(Duration::from_secs(10), || {
+        gw.stderr().contains("JWKS fetch from").then_some(())
+    });
+    assert!(failed.is_some(), "{}", gw.logs());
+    assert_eq!(call(&gw, &token).status, 503);
+}
+
 #[test]
 fn jwks_down_at_start_then_up() {
     let port = common::free_port();

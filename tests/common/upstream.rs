@@ -253,6 +253,7 @@ pub struct JwksServer {
     pub body: Arc<Mutex<(u16, String)>>,
     pub hits: Arc<std::sync::atomic::AtomicUsize>,
     server: Arc<tiny_http::Server>,
+    tls: bool,
 }
 
 impl JwksServer {
@@ -261,7 +262,32 @@ impl JwksServer {
     }
 
     pub fn start_on(addr: &str, body: &str) -> JwksServer {
-        let server = Arc::new(tiny_http::Server::http(addr).unwrap());
+        Self::serve(tiny_http::Server::http(addr).unwrap(), body, false)
+    }
+
+    /// Over HTTPS, with a certificate for `localhost` from a CA of its own, whose PEM
+    /// comes back with it (no system store trusts it).
+    pub fn https(body: &str) -> (JwksServer, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let config = tiny_http::SslConfig {
+            certificate: cert.pem().into_bytes(),
+            private_key: key.serialize_pem().into_bytes(),
+        };
+        let server = tiny_http::Server::https("127.0.0.1:0", config).unwrap();
+        (Self::serve(server, body, true), ca.pem())
+    }
+
+    fn serve(server: tiny_http::Server, body: &str, tls: bool) -> JwksServer {
+        let server = Arc::new(server);
         let port = server.server_addr().to_ip().unwrap().port();
         let state = Arc::new(Mutex::new((200u16, body.to_string())));
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -279,11 +305,15 @@ impl JwksServer {
             body: state,
             hits,
             server,
+            tls,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/.well-known/jwks.json", self.port)
+        match self.tls {
+            true => format!("https://localhost:{}/.well-known/jwks.json", self.port),
+            false => format!("http://127.0.0.1:{}/.well-known/jwks.json", self.port),
+        }
     }
 
     pub fn set(&self, status: u16, body: &str) {

@@ -3,12 +3,13 @@
 //! start-up fetch. A failed refresh keeps the keys already loaded.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use crate::verify::{JwkKey, Verifier};
 
@@ -55,15 +56,37 @@ pub fn parse(body: &str) -> Result<Vec<JwkKey>, String> {
     Ok(keys)
 }
 
+/// The JWKS client. It trusts what the proxy trusts for https upstreams: the system's
+/// store, or `SSL_CERT_FILE`/`SSL_CERT_DIR` (an in-cluster identity provider behind a
+/// private CA); Mozilla's roots only where the system has none (a scratch image).
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        let system = rustls_native_certs::load_native_certs().unwrap_or_else(|e| {
+            log::warn!("auth-token: cannot read the system's CA certificates: {e}");
+            Vec::new()
+        });
+        let roots = if system.is_empty() {
+            RootCerts::WebPki
+        } else {
+            system
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .into()
+        };
+        ureq::Agent::config_builder()
+            .timeout_global(Some(FETCH_TIMEOUT))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .into()
+    })
+}
+
 /// One fetch, off the async threads (the HTTP client is blocking).
 pub async fn fetch(url: &str) -> Result<Vec<JwkKey>, String> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(FETCH_TIMEOUT))
-            .build()
-            .into();
-        let mut resp = agent.get(&url).call().map_err(|e| e.to_string())?;
+        let mut resp = agent().get(&url).call().map_err(|e| e.to_string())?;
         let body = resp
             .body_mut()
             .read_to_string()
