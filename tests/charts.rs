@@ -313,6 +313,38 @@ persistence:
     );
     assert_eq!(env["DATABASE_LIBSQL_AUTH_TOKEN"], "a.b.c");
 
+    // A private CA bundle, mounted from a ConfigMap and named by SSL_CERT_FILE.
+    let (text, d) = render(&format!(
+        "{IMAGE}
+extraEnv:
+  - {{name: SSL_CERT_FILE, value: /etc/ssl/company/ca.pem}}
+extraVolumes:
+  - name: company-ca
+    configMap: {{name: company-ca}}
+extraVolumeMounts:
+  - {{name: company-ca, mountPath: /etc/ssl/company, readOnly: true}}
+"
+    ));
+    helm::validate(&text);
+    let pod = &deployment(&d)["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes.contains(&json!({"name": "company-ca", "configMap": {"name": "company-ca"}})),
+        "{volumes:?}"
+    );
+    let mounts = container(&d)["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.contains(
+            &json!({"name": "company-ca", "mountPath": "/etc/ssl/company", "readOnly": true})
+        ),
+        "{mounts:?}"
+    );
+    assert!(mounts.iter().any(|m| m["name"] == "tmp"), "{mounts:?}");
+    assert_eq!(
+        container(&d)["env"],
+        json!([{"name": "SSL_CERT_FILE", "value": "/etc/ssl/company/ca.pem"}])
+    );
+
     // A Secret of one's own replaces the chart's.
     let (text, d) = render(&format!("{IMAGE}secrets:\n  existingSecret: mine\n"));
     helm::validate(&text);
