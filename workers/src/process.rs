@@ -55,7 +55,7 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut cmd);
+    in_child_before_exec(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", program.display())))?;
@@ -126,11 +126,11 @@ fn program(arg0: &str, dir: &Path) -> PathBuf {
     }
 }
 
-/// The child gets SIGKILL when the gateway dies, however it dies, and the open-files
+/// Sets up the child: SIGKILL when the gateway dies, however it dies, and the open-files
 /// limit the gateway started with. The one unsafe block: `pre_exec` runs between fork and
 /// exec, where only async-signal-safe calls belong (prctl, getppid and setrlimit are).
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn in_child_before_exec(cmd: &mut Command) {
     let parent = nix::unistd::getpid();
     let nofile = STARTED_NOFILE.get().copied();
     // SAFETY: the closure only makes async-signal-safe system calls and allocates nothing.
