@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::ServeHttp;
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
@@ -61,12 +61,18 @@ fn listen_address(name: &str, port: u16) -> Result<String, String> {
     }
 }
 
-/// `[::]` takes IPv4 clients too whatever `net.ipv6.bindv6only` says; their addresses
-/// arrive IPv4-mapped and are made plain IPv4 again where the client address is read.
-fn socket_options(address: &str) -> TcpSocketOptions {
+/// A listener on `address`. `[::]` takes IPv4 clients too whatever
+/// `net.ipv6.bindv6only` says; their addresses arrive IPv4-mapped and are made plain IPv4
+/// again where the client address is read. Reads go straight to Pingora's own request
+/// buffer: its default 64 KiB read buffer per connection, zeroed when allocated (mimalloc
+/// then touches all of it), made an idle client connection cost 103 KB instead of 39 KB,
+/// and saved no system call (benches/README.md).
+fn listener(address: &str) -> ListenerConfig {
     let mut options = TcpSocketOptions::default();
     options.ipv6_only = address.starts_with('[').then_some(false);
-    options
+    ListenerConfig::tcp(address)
+        .tcp_socket_options(options)
+        .l4_buffer(L4BufferSettings::default().read(0))
 }
 
 /// Runs until shutdown. Errors are start-up errors (the message says what to fix).
@@ -117,7 +123,7 @@ pub fn serve(config: Config) -> Result<(), String> {
     .name("gateway")
     .server_options(HttpServerOptions::default());
     let mut proxy = proxy.build();
-    proxy.add_tcp_with_settings(&public, socket_options(&public));
+    proxy.add_listener(listener(&public));
     server.add_service(proxy);
     if let Some(address) = metrics_listener {
         let mut metrics = Service::new(
@@ -126,7 +132,7 @@ pub fn serve(config: Config) -> Result<(), String> {
                 shared: shared.clone(),
             },
         );
-        metrics.add_tcp_with_settings(&address, socket_options(&address));
+        metrics.add_listener(listener(&address));
         server.add_service(metrics);
     }
     server.add_service(background_service(
