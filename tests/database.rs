@@ -59,6 +59,39 @@ fn query_runs_statements_with_parameters(b: Backend) {
 }
 crate::on_both!(query_runs_statements_with_parameters);
 
+/// A read that would return more than 10,000 rows or 32 MiB is refused with a 400 that
+/// names the bound, on the console and the rows API alike: a `SELECT *` on a big table
+/// built the whole result in the gateway's memory (the ingress's). A write's rows come
+/// back whole: it has run by then.
+fn big_results_are_refused_not_built(b: Backend) {
+    let env = start_on(b, Options::default());
+    let gw = &env.gw;
+    let make = "CREATE TABLE n AS WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c \
+                WHERE i < 10001) SELECT i FROM c";
+    assert_eq!(sql(gw, make, json!([])).status, 200);
+    let r = sql(gw, "SELECT * FROM n", json!([]));
+    assert_eq!(r.status, 400, "a result of 10,001 rows was sent");
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("10000 rows") && error.contains("LIMIT"),
+        "{error}"
+    );
+    let r = sql(gw, "SELECT * FROM n LIMIT 10000", json!([]));
+    assert_eq!(r.json()["rowCount"], 10000);
+    let r = sql(gw, "DELETE FROM n WHERE i > 0 RETURNING i", json!([]));
+    assert_eq!(r.json()["rowCount"], 10001, "{}", r.status);
+
+    let blobs = "CREATE TABLE b AS WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 \
+                 FROM c WHERE i < 40) SELECT i, zeroblob(1048576) AS data FROM c";
+    assert_eq!(sql(gw, blobs, json!([])).status, 200);
+    assert_eq!(sql(gw, "SELECT * FROM b", json!([])).status, 400);
+    let r = gw.get("/database/api/tables/b/rows?limit=1000");
+    assert_eq!(r.status, 400, "40 MiB of rows were sent");
+    let r = gw.get("/database/api/tables/b/rows?limit=3");
+    assert_eq!(r.json()["rows"].as_array().unwrap().len(), 3);
+}
+crate::on_both!(big_results_are_refused_not_built);
+
 fn sql_errors_are_400_with_the_engine_message(b: Backend) {
     let env = start_on(b, Options::default());
     let gw = &env.gw;

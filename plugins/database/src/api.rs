@@ -11,10 +11,15 @@ use libsql::Value;
 use serde_json::{Map, Value as Json, json};
 use sqlite3_parser::lexer::sql::Parser;
 
-use crate::db::{Database, Rows};
+use crate::db::{Cap, Database, Rows};
 use crate::value::{to_json, to_sql};
 
 const MAX_ROWS_LIMIT: i64 = 1000;
+/// What one read of the admin API may return (SQL console, table rows).
+const RESULT_CAP: Cap = Cap {
+    rows: 10_000,
+    bytes: 32 << 20,
+};
 
 pub async fn handle(db: &Database, req: &ApiRequest) -> ApiResult {
     let segs = req.segments();
@@ -91,11 +96,13 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
     };
     let start = Instant::now();
     let (rows, count) = if is_read(sql) {
-        let rows = db.query(sql, params).await?;
+        let rows = db.query_within(sql, params, RESULT_CAP).await?;
         let n = rows.rows.len() as u64;
         (rows, n)
     } else {
         let conn = db.connect()?;
+        // Uncapped: a write has run by the time its rows come (`RETURNING`), and an error
+        // would say it had not.
         let rows = crate::db::timed(crate::db::query(&conn, sql, params)).await?;
         let n = if rows.columns.is_empty() {
             conn.changes()
@@ -221,9 +228,10 @@ async fn rows(db: &Database, req: &ApiRequest, name: &str) -> ApiResult {
         .query(&format!("SELECT COUNT(*) FROM {quoted}"), Vec::new())
         .await?;
     let rows = db
-        .query(
+        .query_within(
             &format!("SELECT * FROM {quoted} LIMIT ?1 OFFSET ?2"),
             vec![Value::from(limit), Value::from(offset)],
+            RESULT_CAP,
         )
         .await?;
     Ok(ApiResponse::ok(&json!({

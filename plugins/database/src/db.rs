@@ -54,6 +54,23 @@ impl Rows {
     }
 }
 
+/// The most a query's result may hold; past it the query fails, naming the bound. The
+/// admin APIs set one so that a careless `SELECT *` on a big table cannot take the
+/// gateway's memory (it is the ingress); the gateway's own queries are bounded by design.
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    pub rows: usize,
+    /// Bytes of text and blobs, 8 per other value.
+    pub bytes: usize,
+}
+
+impl Cap {
+    pub const NONE: Cap = Cap {
+        rows: usize::MAX,
+        bytes: usize::MAX,
+    };
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Migration {
     component: &'static str,
@@ -262,25 +279,47 @@ impl Database {
 
     /// Runs a query on the primary.
     pub async fn query_primary(&self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
+        self.query_primary_within(sql, params, Cap::NONE).await
+    }
+
+    async fn query_primary_within(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        cap: Cap,
+    ) -> Result<Rows, DbError> {
         let conn = self.pooled()?;
         self.stats
-            .time("primary", timed(query(&conn, sql, params)))
+            .time("primary", timed(query_within(&conn, sql, params, cap)))
             .await
     }
 
     /// Runs a read on the next replica (round-robin), falling back to the primary when the
     /// replica cannot answer. Without replicas it runs on the primary.
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
+        self.query_within(sql, params, Cap::NONE).await
+    }
+
+    /// [`Database::query`], failing once the result passes `cap`.
+    pub async fn query_within(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        cap: Cap,
+    ) -> Result<Rows, DbError> {
         let h = self.handles()?;
         if h.replicas.is_empty() {
-            return self.query_primary(sql, params).await;
+            return self.query_primary_within(sql, params, cap).await;
         }
         let i = h.next.fetch_add(1, Ordering::Relaxed) % h.replicas.len();
         let replica = &h.replicas[i];
         let attempt = match connect(replica) {
             Ok(conn) => {
                 self.stats
-                    .time("replica", timed(query(&conn, sql, params.clone())))
+                    .time(
+                        "replica",
+                        timed(query_within(&conn, sql, params.clone(), cap)),
+                    )
                     .await
             }
             Err(e) => Err(e),
@@ -291,7 +330,7 @@ impl Database {
                     "replica {} failed ({e}); reading from the primary",
                     replica.label
                 );
-                self.query_primary(sql, params).await
+                self.query_primary_within(sql, params, cap).await
             }
             other => other,
         }
@@ -429,18 +468,43 @@ pub async fn timed<T>(f: impl Future<Output = Result<T, DbError>>) -> Result<T, 
 
 /// Runs a query on `conn` and reads every row.
 pub async fn query(conn: &Connection, sql: &str, params: Vec<Value>) -> Result<Rows, DbError> {
+    query_within(conn, sql, params, Cap::NONE).await
+}
+
+/// [`query`], failing once the result passes `cap`.
+pub async fn query_within(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Value>,
+    cap: Cap,
+) -> Result<Rows, DbError> {
     let mut rows = conn.query(sql, params).await?;
     let n = rows.column_count();
     let columns = (0..n)
         .map(|i| rows.column_name(i).unwrap_or("").to_string())
         .collect();
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     while let Some(row) = rows.next().await? {
         let mut values = Vec::with_capacity(n as usize);
         for i in 0..n {
-            values.push(row.get_value(i)?);
+            let value = row.get_value(i)?;
+            bytes = bytes.saturating_add(match &value {
+                Value::Text(t) => t.len(),
+                Value::Blob(b) => b.len(),
+                _ => 8,
+            });
+            values.push(value);
         }
         out.push(values);
+        if out.len() > cap.rows || bytes > cap.bytes {
+            return Err(DbError::Sql(format!(
+                "The result is larger than {} rows or {} MiB: narrow the query (WHERE, LIMIT) \
+                 or read it in pages (LIMIT ... OFFSET)",
+                cap.rows,
+                cap.bytes >> 20
+            )));
+        }
     }
     Ok(Rows { columns, rows: out })
 }
