@@ -16,6 +16,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::conditional::{self, Part, Validators};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -459,16 +460,20 @@ pub fn serve(dir: &Path, entrypoint: &str) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let mut service = Service::new("static".to_string(), app);
-    match (std::env::var("BUNTIME_SOCKET"), std::env::var("PORT")) {
-        (Ok(sock), _) => service.add_uds(&sock, None),
+    let listener = match (std::env::var("BUNTIME_SOCKET"), std::env::var("PORT")) {
+        (Ok(sock), _) => ListenerConfig::uds(sock),
         (_, Ok(port)) => {
             let port: u16 = port
                 .parse()
                 .map_err(|_| format!("PORT {port:?} is not a port"))?;
-            service.add_tcp(&format!("127.0.0.1:{port}"));
+            ListenerConfig::tcp(format!("127.0.0.1:{port}"))
         }
         _ => return Err("set PORT or BUNTIME_SOCKET".into()),
-    }
+    };
+    // Without Pingora's 64 KiB read buffer per connection, which mimalloc touches whole
+    // (as on the gateway's listener: gateway/server.rs): the gateway keeps a connection
+    // open here per request in flight.
+    service.add_listener(listener.l4_buffer(L4BufferSettings::default().read(0)));
     server.add_service(service);
     server.run(RunArgs::default());
     Ok(())
