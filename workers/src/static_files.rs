@@ -10,16 +10,16 @@ use buntime_plugin_sdk::percent::percent_decode;
 use http::{Method, Response, StatusCode, header};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
-use crate::conditional::{self, Part, Validators};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::conditional::{self, Part, Validators};
 
 /// Files up to this size are read without leaving the worker's thread (see `reply`);
 /// larger ones are sent in chunks of this size.

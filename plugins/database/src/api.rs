@@ -119,7 +119,6 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
     })))
 }
 
-/// Statements that only read may go to a replica; everything else runs on the primary.
 /// SQLite runs the first statement of a string and ignores the rest (libsql's remote
 /// client drops them too), so `CREATE TABLE t (a); INSERT ...` answered 200 without the
 /// insert. More than one is refused instead. SQL the parser cannot read goes to the
@@ -138,6 +137,7 @@ fn one_statement(sql: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Statements that only read may go to a replica; everything else runs on the primary.
 fn is_read(sql: &str) -> bool {
     let first = sql
         .trim_start()
