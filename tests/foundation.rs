@@ -97,8 +97,7 @@ fn dot_segments_are_refused() {
 #[test]
 fn keep_alive_survives_local_answers() {
     let gw = Gateway::start(Options::default());
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = gw.connect();
     for path in ["/api/health", "/nope", "/api/health/live"] {
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let text = read_one_response(&mut s);
@@ -418,8 +417,7 @@ fn sigint_drains_too() {
 fn in_flight_request_completes_after_sigterm() {
     let mut gw = Gateway::start(Options::default().ready());
     // A request whose body is still on its way is in flight.
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = gw.connect();
     s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     gw.signal("TERM");
@@ -491,8 +489,7 @@ fn draining_answers_close_their_connections() {
         gw.json("POST", "/redirects/api/rules", &[], &rule).status,
         201
     );
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = gw.connect();
     let ask = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n";
     let answer = |s: &mut TcpStream| {
         let mut buf = [0u8; 4096];
@@ -575,36 +572,13 @@ fn access_log_can_be_turned_off() {
     assert!(!gw.stdout().contains("/api/health"), "{}", gw.stdout());
 }
 
-/// The resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// An idle client connection costs the gateway tens of kilobytes, not a hundred: Pingora
 /// gave each a 64 KiB read buffer, zeroed when allocated, which mimalloc touches whole (103 KB
 /// a connection; 10,000 idle keep-alive clients took a gigabyte).
 #[test]
 fn an_idle_connection_costs_little_memory() {
     let gw = Gateway::start(Options::default().env("RUNTIME_ACCESS_LOG", "off"));
-    let count = 500;
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
-            .unwrap()
-            .count()
-    };
-    let before_fds = fds();
-    let before = rss_kib(gw.pid());
-    let idle: Vec<TcpStream> = (0..count)
-        .map(|_| TcpStream::connect(("127.0.0.1", gw.port)).unwrap())
-        .collect();
-    let accepted = common::eventually(Duration::from_secs(10), || {
-        (fds() >= before_fds + count).then_some(())
-    });
-    assert!(accepted.is_some(), "the gateway did not accept them all");
-    std::thread::sleep(Duration::from_millis(500));
-    let each = (rss_kib(gw.pid()) - before) / count as u64;
+    let address = format!("127.0.0.1:{}", gw.port);
+    let each = common::kib_per_idle_connection(gw.pid().into(), &address, 500);
     assert!(each < 64, "{each} KiB per idle connection");
-    drop(idle);
 }

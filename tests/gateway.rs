@@ -488,8 +488,7 @@ fn sighup_changes_cors_without_dropping_connections() {
             .config("plugins:\n  gateway:\n    cors:\n      origin: https://one.test\n")
             .ready(),
     );
-    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut conn = gw.connect();
     let ask = |conn: &mut TcpStream, o: &str| {
         write!(
             conn,

@@ -1121,8 +1121,7 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
         &gw,
         json!({"pattern": "^/old", "target": format!("http://127.0.0.1:{port}")}),
     );
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = gw.connect();
     for _ in 0..3 {
         s.write_all(b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
@@ -1152,8 +1151,7 @@ fn an_http_1_0_client_gets_no_chunked_body() {
         json!({"pattern": "^/chunks", "target": format!("http://127.0.0.1:{port}")}),
     );
     for keep_alive in ["", "Connection: keep-alive\r\n"] {
-        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut s = gw.connect();
         write!(s, "GET /chunks HTTP/1.0\r\n{keep_alive}\r\n").unwrap();
         let mut got = String::new();
         s.read_to_string(&mut got).unwrap();
@@ -1164,8 +1162,7 @@ fn an_http_1_0_client_gets_no_chunked_body() {
         assert!(head.contains("connection: close"), "{got}");
         assert_eq!(body, "streamed!\n");
     }
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = gw.connect();
     s.write_all(b"GET /chunks HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let text = read_until(&mut s, b"0\r\n\r\n").expect("a chunked answer");
@@ -1247,8 +1244,7 @@ fn the_final_answer_after_100_continue_has_the_gateways_headers() {
         &gw,
         json!({"pattern": "^/expect", "target": format!("http://127.0.0.1:{port}")}),
     );
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = gw.connect();
     s.write_all(
         b"POST /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\
           Expect: 100-continue\r\n\r\n",
@@ -1296,8 +1292,7 @@ fn keep_alive_to_the_client_survives_proxying() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/ka", "target": up.url()}));
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = gw.connect();
     for _ in 0..3 {
         s.write_all(b"GET /ka HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 4096];
@@ -1316,8 +1311,7 @@ fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/ka", "target": up.url()}));
-    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = gw.connect();
     let smuggled = "GET /ka/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let requests = format!(
         "GET /ka/one HTTP/1.1\r\nHost: x\r\n\r\n\

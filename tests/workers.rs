@@ -947,24 +947,14 @@ fn a_static_app_sends_a_large_file_without_holding_it() {
     assert!(body == data, "the file came back changed");
     let grown = peak_kib(pid) - before;
     assert!(
-        grown * 1024 < SIZE / 4,
+        grown * 1024 < SIZE as u64 / 4,
         "the peak grew {grown} KiB (from {before}) for a {SIZE}-byte file"
     );
 }
 
 /// A process's peak resident memory (`VmHWM`), in KiB.
-fn peak_kib(pid: u64) -> usize {
-    status_kib(pid, "VmHWM")
-}
-
-/// A memory figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(pid: u64, field: &str) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+fn peak_kib(pid: u64) -> u64 {
+    common::status_kib(pid, "VmHWM")
 }
 
 /// A connection the gateway keeps open to a static worker (one per request in flight)
@@ -977,26 +967,8 @@ fn a_static_workers_connections_cost_little_memory() {
     assert_eq!(gw.get("/site/").status, 200);
     let w = &of_app(&gw, "site")[0];
     let pid = w["pid"].as_u64().unwrap();
-    let address = w["address"].as_str().unwrap().to_string();
-    let count = 300;
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
-    };
-    let before_fds = fds();
-    let before = status_kib(pid, "VmRSS");
-    let idle: Vec<std::net::TcpStream> = (0..count)
-        .map(|_| std::net::TcpStream::connect(&address).unwrap())
-        .collect();
-    let accepted = eventually(Duration::from_secs(10), || {
-        (fds() >= before_fds + count).then_some(())
-    });
-    assert!(accepted.is_some(), "the worker did not accept them all");
-    std::thread::sleep(Duration::from_millis(500));
-    let each = (status_kib(pid, "VmRSS") - before) / count;
+    let each = common::kib_per_idle_connection(pid, w["address"].as_str().unwrap(), 300);
     assert!(each < 64, "{each} KiB per connection");
-    drop(idle);
 }
 
 /// A build's precompressed files (`app.js.br`, `app.js.gz`) are served to clients that

@@ -309,6 +309,13 @@ impl Gateway {
         self.child.as_ref().unwrap().id()
     }
 
+    /// A raw connection to the gateway, whose reads give up after 10 s.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -398,6 +405,39 @@ pub fn raw(port: u16, request: &[u8], timeout: Duration) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A memory figure of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u64, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+/// What `count` idle connections to `address` (never sent a byte) add to the resident
+/// memory of the process `pid` that accepts them, in KiB per connection.
+pub fn kib_per_idle_connection(pid: u64, address: &str, count: usize) -> u64 {
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before_fds = fds();
+    let before = status_kib(pid, "VmRSS");
+    let idle: Vec<TcpStream> = (0..count)
+        .map(|_| TcpStream::connect(address).unwrap())
+        .collect();
+    let accepted = eventually(Duration::from_secs(10), || {
+        (fds() >= before_fds + count).then_some(())
+    });
+    assert!(accepted.is_some(), "{pid} did not accept them all");
+    std::thread::sleep(Duration::from_millis(500));
+    let each = (status_kib(pid, "VmRSS") - before) / count as u64;
+    drop(idle);
+    each
 }
 
 /// Runs `buntime check` with a config file and environment; returns (success, stderr+stdout).
