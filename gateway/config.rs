@@ -101,7 +101,11 @@ pub struct Sources<'a> {
 }
 
 impl Config {
-    pub fn load(src: &Sources<'_>) -> Result<Config, Problems> {
+    /// Reads every source. A bad value is a problem and its default stands in, so that the
+    /// plugins can still check their own keys and every problem is listed at once (`buntime
+    /// check` must not need one run per section). A config read with problems is for
+    /// checking only, never to serve.
+    pub fn read(src: &Sources<'_>) -> (Config, Problems) {
         let mut problems = Problems::default();
         let (file, root) = read_file(src.file, &mut problems);
         let server_map = take_section(&root, "server", &mut problems);
@@ -136,17 +140,13 @@ impl Config {
             .map(|p| trusted_proxies(&p.settings, &mut problems))
             .unwrap_or_default();
         let server = server_config(&server, trusted, &mut problems);
-
-        if problems.is_empty() {
-            Ok(Config {
-                file,
-                server: server.expect("no problems means a server config"),
-                plugins,
-                installed,
-            })
-        } else {
-            Err(problems)
-        }
+        let config = Config {
+            file,
+            server,
+            plugins,
+            installed,
+        };
+        (config, problems)
     }
 
     pub fn plugin(&self, name: &str) -> Option<&PluginConfig> {
@@ -225,8 +225,7 @@ fn server_config(
     s: &Settings,
     trusted_proxies: TrustedProxies,
     problems: &mut Problems,
-) -> Option<ServerConfig> {
-    let before = problems.len();
+) -> ServerConfig {
     let port = s.u64_in("port", 1, 65535, problems).unwrap_or(8000) as u16;
     let api_base = api_base(s, problems);
     let worker_dirs = dirs(s, "workerDirs", "/data/.apps:/data/apps", problems);
@@ -286,7 +285,7 @@ fn server_config(
     let ephemeral_queue_limit = s
         .u64_in("ephemeralQueueLimit", 0, 1_000_000, problems)
         .unwrap_or(100) as usize;
-    (problems.len() == before).then_some(ServerConfig {
+    ServerConfig {
         port,
         api_base,
         worker_dirs,
@@ -305,7 +304,7 @@ fn server_config(
         ephemeral_concurrency,
         ephemeral_queue_limit,
         trusted_proxies,
-    })
+    }
 }
 
 /// `""` -> `/api`, `/_` or `_/` -> `/_/api`.
@@ -499,13 +498,17 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let getenv = move |k: &str| vars.get(k).cloned();
-        let out = Config::load(&Sources {
+        let (config, problems) = Config::read(&Sources {
             file: file.map(|_| path.as_path()),
             env: &getenv,
             specs: SPECS,
         });
         std::fs::remove_dir_all(&dir).ok();
-        out
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 
     #[test]
@@ -601,12 +604,11 @@ mod tests {
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let problems = Config::load(&Sources {
+        let (_, problems) = Config::read(&Sources {
             file: Some(Path::new("/nonexistent/buntime.yaml")),
             env: &|_| None,
             specs: SPECS,
-        })
-        .unwrap_err();
+        });
         assert!(problems.to_string().contains("--config"));
     }
 }

@@ -137,12 +137,12 @@ fn raise_open_files_limit() {
 /// The config plus everything plugins validate about their own keys.
 fn load(file: Option<&std::path::Path>) -> Result<Config, buntime_plugin_sdk::Problems> {
     let env = |k: &str| std::env::var(k).ok();
-    let config = Config::load(&Sources {
+    let (config, mut problems) = Config::read(&Sources {
         file,
         env: &env,
         specs: plugins::CORE,
-    })?;
-    let problems = plugins::check(&config);
+    });
+    problems.extend(plugins::check(&config));
     if problems.is_empty() {
         Ok(config)
     } else {

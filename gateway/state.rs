@@ -114,27 +114,18 @@ impl Shared {
         let env = |k: &str| std::env::var(k).ok();
         // All or nothing, as at start: a typo in one plugin's block must not leave the
         // others running the new file and that one the old.
-        let config = match Config::load(&Sources {
+        let (config, mut problems) = Config::read(&Sources {
             file: self.config_file.as_deref(),
             env: &env,
             specs: CORE,
-        })
-        .and_then(|c| {
-            let problems = plugins::check_reload(&c, &self.plugins.loaded);
-            if problems.is_empty() {
-                Ok(c)
-            } else {
-                Err(problems)
+        });
+        problems.extend(plugins::check_reload(&config, &self.plugins.loaded));
+        if !problems.is_empty() {
+            for p in problems.iter() {
+                log::error!("reload refused, keeping the running configuration: {p}");
             }
-        }) {
-            Ok(c) => c,
-            Err(problems) => {
-                for p in problems.iter() {
-                    log::error!("reload refused, keeping the running configuration: {p}");
-                }
-                return;
-            }
-        };
+            return;
+        }
         self.installed.store(Arc::new(config.installed.clone()));
         for loaded in &self.plugins.loaded {
             let Some(pc) = config.plugin(loaded.name) else {

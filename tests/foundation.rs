@@ -291,6 +291,27 @@ fn check_lists_every_bad_value_by_name() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+    // A bad server value does not hide the plugins' own problems: one run lists them all.
+    let (ok, out) = check(
+        Some(concat!(
+            "server:\n  port: 70000\n",
+            "plugins:\n",
+            "  gateway:\n    rateLimit: {window: 1w}\n",
+            "  proxy:\n    rules: [{pattern: \"(\", target: \"http://127.0.0.1:1\"}]\n",
+        )),
+        &[("GATEWAY_CORS_MAX_AGE", "long")],
+    );
+    assert!(!ok, "{out}");
+    for needle in [
+        "server.port",
+        "plugins.gateway.rateLimit.window",
+        "1w",
+        "plugins.proxy.rules[0]: Invalid regex pattern",
+        "GATEWAY_CORS_MAX_AGE",
+        "long",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
     let (ok, out) = check(None, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("configuration OK"), "{out}");
