@@ -254,6 +254,17 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.app {
             app_request(route, session.req_header(), upstream)?;
         }
+        // Only an HTTP/1.0 client may leave Host out (`admit` refuses the others), but
+        // Pingora sends every upstream request as HTTP/1.1, which must carry one (RFC 9112
+        // 3.2): strict servers (Go, nginx) answer it 400. As nginx does, it gets the
+        // upstream's own name (a worker's is localhost).
+        if !upstream.headers.contains_key(http::header::HOST) {
+            let host = ctx
+                .rule
+                .as_ref()
+                .map_or_else(|| "localhost".to_string(), |r| r.target.authority());
+            upstream.insert_header(http::header::HOST, host)?;
+        }
         Ok(())
     }
 
@@ -434,6 +445,14 @@ impl Gateway {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::BAD_REQUEST,
                 "Invalid path",
+            )));
+        }
+        // RFC 9112 3.2: an HTTP/1.1 request without Host must be answered 400; Pingora
+        // lets it through.
+        if req.version != Version::HTTP_10 && !req.headers.contains_key(http::header::HOST) {
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::BAD_REQUEST,
+                "Missing Host header",
             )));
         }
 

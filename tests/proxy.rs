@@ -1170,6 +1170,44 @@ fn an_http_1_0_client_gets_no_chunked_body() {
     assert!(text.contains("connection: keep-alive"), "{text}");
 }
 
+/// Host (RFC 9112 3.2): an HTTP/1.1 request without one is answered 400 here, as nginx
+/// does; Pingora passed it upstream. An HTTP/1.0 client may leave it out, but the upstream
+/// request is HTTP/1.1, so it names the upstream then (strict servers, Go's and nginx's,
+/// answer a request without one 400).
+#[test]
+fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/nohost", "target": up.url()}));
+    let mut s = gw.connect();
+    s.write_all(b"GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    let head = got.to_lowercase();
+    assert!(head.starts_with("http/1.1 400"), "{got}");
+    assert!(head.contains("x-request-id: "), "{got}");
+    assert!(got.ends_with(r#"{"error":"Missing Host header"}"#), "{got}");
+    assert!(
+        up.seen.lock().unwrap().is_empty(),
+        "it reached the upstream"
+    );
+
+    let mut s = gw.connect();
+    s.write_all(b"GET /nohost/old HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert!(got.to_lowercase().starts_with("http/1.1 200"), "{got}");
+    let seen = up.last();
+    assert_eq!(seen.url, "/nohost/old");
+    assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some(format!("127.0.0.1:{}", up.port).as_str()),
+        "{seen:?}"
+    );
+    assert!(!seen.headers.contains_key("x-forwarded-host"), "{seen:?}");
+}
+
 /// Hop-by-hop headers stop at the gateway in both directions (SPEC 1; RFC 9110 7.6.1).
 /// Pingora drops the client's; it passed the upstream's on: a `Keep-Alive` timeout that
 /// is not the gateway's, Apache's `Upgrade: h2c` on a plain 200, and headers the upstream

@@ -204,6 +204,16 @@ fn forwards_to_the_app_without_its_segment() {
         "buntime_http_requests_total{method=\"GET\",route=\"app:echo\",status=\"200\"}",
     );
     assert_eq!(counted, Some(3.0));
+
+    // An HTTP/1.0 client without Host: the worker's HTTP/1.1 request still carries one.
+    let mut s = gw.connect();
+    s.write_all(b"GET /echo/old HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut s, &mut got).unwrap();
+    let (_, body) = got.split_once("\r\n\r\n").expect("an answer");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["path"], "/old", "{got}");
+    assert_eq!(body["headers"]["host"], "localhost", "{got}");
 }
 
 #[test]
