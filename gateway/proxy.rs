@@ -33,6 +33,11 @@ const DEFAULT_BODY_LIMIT: u64 = 10 << 20;
 const ADMIN_BODY_LIMIT: u64 = 1 << 20;
 /// Idle keep-alive for client connections; Pingora would otherwise keep them forever.
 const KEEPALIVE_IDLE_SECS: u64 = 60;
+/// Longest wait for one write to a client to go through. Pingora waits forever: a client
+/// that stops reading a large answer would hold its connection, the upstream's and the
+/// buffered body for good. nginx's `send_timeout` is the same 60 s; Pingora's own reads
+/// from clients have it too.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The status logged for a request whose client left before any answer (nginx's 499).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// Workers are local: a connection that takes longer is a dead worker.
@@ -147,6 +152,7 @@ impl ProxyHttp for Gateway {
         // Requests a client pipelines behind this one are answered in turn, as nginx
         // does; Pingora's default closes the connection and drops them.
         session.set_pipelining_enabled(true);
+        session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let req = session.req_header();
         ctx.request_id = request_id(req);
         let peer = peer_ip(session);

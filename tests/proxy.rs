@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::upstream::{Upstream, WsEcho};
 use common::{Backend, Gateway, Options, eventually, start_on};
@@ -1206,6 +1206,54 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
         "{seen:?}"
     );
     assert!(!seen.headers.contains_key("x-forwarded-host"), "{seen:?}");
+}
+
+/// A client that stops reading a large answer is cut off once a write to it has waited
+/// 60 s (nginx's `send_timeout`). Pingora waited forever, holding the client's connection,
+/// the upstream's and the buffered body for as long as the client liked.
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    let port = raw_upstream(move |mut conn| {
+        let _ = read_until(&mut conn, b"\r\n\r\n");
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n");
+        let chunk = [b'x'; 65536];
+        while conn.write_all(&chunk).is_ok() {}
+        let _ = closed_tx.send(Instant::now());
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/endless", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    let mut s = gw.connect();
+    s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let stalled = Instant::now();
+    let closed = closed
+        .recv_timeout(Duration::from_secs(150))
+        .expect("the gateway never let go of the upstream connection");
+    let waited = closed - stalled;
+    assert!(
+        waited >= Duration::from_secs(50),
+        "cut off after {waited:?}"
+    );
+    let logged = eventually(Duration::from_secs(5), || {
+        gw.stdout()
+            .lines()
+            .find(|l| l.contains("\"/endless\""))
+            .map(String::from)
+    })
+    .expect("an access-log line");
+    assert!(logged.contains(" 200 "), "{logged}");
+    let metrics = gw.get("/metrics").text();
+    assert!(
+        !metrics.contains("buntime_upstream_errors_total{"),
+        "{metrics}"
+    );
 }
 
 /// Hop-by-hop headers stop at the gateway in both directions (SPEC 1; RFC 9110 7.6.1).
