@@ -548,9 +548,12 @@ fn an_idle_worker_stops_after_its_ttl() {
     let gw = Gateway::start(apps.options());
     let pid = pid_of(&gw.get("/brief/"));
     assert!(gone_within(pid, 15), "still running after its ttl");
-    let listed = of_app(&gw, "brief");
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["state"], "stopped");
+    // The pool records the stop just after it reaps the process.
+    let listed = eventually(Duration::from_secs(5), || {
+        let listed = of_app(&gw, "brief");
+        (listed.len() == 1 && listed[0]["state"] == "stopped").then_some(listed)
+    })
+    .unwrap_or_else(|| panic!("not listed as stopped: {:?}", of_app(&gw, "brief")));
     assert_eq!(listed[0]["pid"], Value::Null);
     let next = pid_of(&gw.get("/brief/"));
     assert_ne!(next, pid);
