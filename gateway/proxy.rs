@@ -163,6 +163,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let path = session.req_header().uri.path();
+        if self.shared.router.awaits_rules(path) {
+            self.shared.wait_for_rules(path).await;
+        }
         let next = self.admit(session.req_header(), ctx);
         match next {
             None => Ok(false),

@@ -1,6 +1,7 @@
 //! Which handler owns a request (SPEC 1 step 3), first match wins.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use buntime_gateway::GatewayPlugin;
@@ -50,6 +51,8 @@ pub struct Router {
     plugin_bases: Vec<(String, usize)>,
     /// The proxy plugin's live rule table, when it is loaded.
     rules: Option<Arc<ArcSwap<RuleTable>>>,
+    /// Whether that table has its dynamic rules yet (`ProxyPlugin::loaded`).
+    rules_loaded: Option<Arc<AtomicBool>>,
     /// The gateway plugin, for the app shell.
     gateway: Option<Arc<GatewayPlugin>>,
     /// The shell's app, when a shell is configured.
@@ -60,6 +63,7 @@ pub struct Router {
 impl Router {
     pub fn new(api_base: &str, plugins: &Plugins, pool: Option<Arc<Pool>>) -> Router {
         let rules = plugins.typed.proxy.as_ref().map(|p| p.table());
+        let rules_loaded = plugins.typed.proxy.as_ref().map(|p| p.loaded());
         let gateway = plugins.typed.gateway.clone();
         let shell = gateway
             .as_ref()
@@ -83,6 +87,7 @@ impl Router {
             api_base: api_base.to_string(),
             plugin_bases,
             rules,
+            rules_loaded,
             gateway,
             shell,
             pool,
@@ -91,6 +96,24 @@ impl Router {
 
     pub fn api_base(&self) -> &str {
         &self.api_base
+    }
+
+    /// Whether routing `path` needs dynamic rules that have not been read yet: the rule
+    /// table is still the static rules alone (the database has not answered since start)
+    /// and the path is none of the runtime's or a plugin's own, which `route` finds before
+    /// it looks at any rule.
+    pub fn awaits_rules(&self, path: &str) -> bool {
+        let Some(loaded) = &self.rules_loaded else {
+            return false;
+        };
+        !loaded.load(Ordering::Acquire)
+            && below(path, &self.api_base).is_none()
+            && path != "/.well-known/buntime"
+            && path != "/metrics"
+            && !self
+                .plugin_bases
+                .iter()
+                .any(|(base, _)| below(path, base).is_some())
     }
 
     /// `websocket`: the request asks for a WebSocket upgrade (rules with `ws: false` skip it).
@@ -220,6 +243,7 @@ mod tests {
             api_base: "/api".into(),
             plugin_bases: vec![("/metrics/api".into(), 1), ("/redirects".into(), 0)],
             rules: None,
+            rules_loaded: None,
             gateway: None,
             shell: None,
             pool: None,
@@ -277,10 +301,12 @@ mod tests {
         let compiled =
             Arc::new(CompiledRule::compile(rule, &buntime_proxy::Resolver::default()).unwrap());
         let table = RuleTable::build(vec![compiled]).unwrap();
+        let loaded = Arc::new(AtomicBool::new(false));
         let r = Router {
             api_base: "/api".into(),
             plugin_bases: vec![("/redirects".into(), 0)],
             rules: Some(Arc::new(ArcSwap::from_pointee(table))),
+            rules_loaded: Some(loaded.clone()),
             gateway: None,
             shell: None,
             pool: None,
@@ -302,6 +328,19 @@ mod tests {
             r.route(&Method::GET, "/anything", &HeaderMap::new(), false),
             Route::Rule(_)
         ));
+        // Before the dynamic rules are read, only what is routed ahead of them is sure.
+        for (path, waits) in [
+            ("/anything", true),
+            ("/", true),
+            ("/api/health/ready", false),
+            ("/redirects/api/rules", false),
+            ("/metrics", false),
+            ("/.well-known/buntime", false),
+        ] {
+            assert_eq!(r.awaits_rules(path), waits, "{path}");
+        }
+        loaded.store(true, Ordering::Release);
+        assert!(!r.awaits_rules("/anything"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use buntime_auth_token::AuthPlugin;
@@ -36,7 +37,14 @@ pub struct Shared {
     /// The runtime plugin tasks run on (set when plugins start). Admin handlers run there
     /// too: their database calls (SQLite is synchronous) must not stall the proxy threads.
     pub admin_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// When this gateway was built: the start of `RULES_WARM_UP`.
+    started: Instant,
 }
+
+/// How long after start a request may wait for the dynamic rules (`Shared::wait_for_rules`).
+const RULES_WARM_UP: Duration = Duration::from_secs(10);
+/// How often a waiting request looks again.
+const RULES_WARM_UP_POLL: Duration = Duration::from_millis(20);
 
 impl Shared {
     pub fn new(config: Config, plugins: Plugins, pool: Option<Arc<Pool>>) -> Shared {
@@ -81,6 +89,22 @@ impl Shared {
             server: config.server,
             plugins,
             lifecycle,
+            started: Instant::now(),
+        }
+    }
+
+    /// Holds a request that came before the dynamic rules were first read, until they are
+    /// or `RULES_WARM_UP` after start has passed. The listener opens before the database
+    /// answers, and in between such a request matched no rule: a `404`, or an app of the
+    /// same name, for a path a rule owns (Envoy's listeners warm up the same way). Past the
+    /// deadline requests are routed with what is loaded, so a database that is down at
+    /// start does not stop the apps (SPEC 7.1).
+    pub async fn wait_for_rules(&self, path: &str) {
+        while self.router.awaits_rules(path) {
+            let Some(left) = RULES_WARM_UP.checked_sub(self.started.elapsed()) else {
+                return;
+            };
+            tokio::time::sleep(left.min(RULES_WARM_UP_POLL)).await;
         }
     }
 

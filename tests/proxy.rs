@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::sqld::Sqld;
 use common::upstream::{Upstream, WsEcho};
 use common::{Backend, Gateway, Options, eventually, start_on};
 use serde_json::{Value, json};
@@ -1253,6 +1254,61 @@ fn a_client_that_stops_reading_is_cut_off() {
     assert!(
         !metrics.contains("buntime_upstream_errors_total{"),
         "{metrics}"
+    );
+}
+
+/// A request that comes before the dynamic rules were first read waits for them (up to
+/// 10 s after start) rather than be routed without them. Here the database is down when
+/// the gateway starts and up two seconds later; the gateway routed the request at once,
+/// with no rule: a `404` for a path a rule owns.
+#[test]
+fn requests_at_start_wait_for_the_rules() {
+    require_sqld!();
+    let up = Upstream::http();
+    let mut sqld = Sqld::start(&[]);
+    let remote = Options::default().env("DATABASE_LIBSQL_URL", &sqld.url());
+    {
+        let gw = Gateway::start(remote.clone().ready());
+        created(&gw, json!({"pattern": "^/early", "target": up.url()}));
+    }
+    sqld.stop();
+    let gw = Gateway::start(remote);
+    let (url, health) = (gw.url("/early/x"), gw.url("/api/health/ready"));
+    let early = std::thread::spawn(move || common::send(&common::agent(), "GET", &url, &[], None));
+    std::thread::sleep(Duration::from_secs(2));
+    // Health answers at once all along; it is what says the gateway is not ready yet.
+    let ready = common::send(&common::agent(), "GET", &health, &[], None);
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(!early.is_finished(), "answered before the rules were read");
+    sqld.restart();
+    let r = early.join().unwrap();
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    assert_eq!(up.last().url, "/early/x");
+}
+
+/// The wait for the rules ends 10 s after start: with the database still down, requests
+/// are then routed with what is loaded (here nothing, so a `404`), never held for good.
+#[test]
+fn the_wait_for_the_rules_ends_after_ten_seconds() {
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let gw = Gateway::start(Options::default().env("DATABASE_LIBSQL_URL", &down));
+    let asked = Instant::now();
+    let r = gw.get("/early/x");
+    let waited = asked.elapsed();
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(
+        waited >= Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(20),
+        "answered after {waited:?}"
+    );
+    let r = gw.get("/early/y");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(
+        asked.elapsed() - waited < Duration::from_secs(2),
+        "waited again"
     );
 }
 

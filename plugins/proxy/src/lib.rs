@@ -79,6 +79,12 @@ impl ProxyPlugin {
         self.store.table()
     }
 
+    /// Set once the dynamic rules have been read from the database; until then the table
+    /// holds the static rules only.
+    pub fn loaded(&self) -> Arc<AtomicBool> {
+        self.loaded.clone()
+    }
+
     pub fn store(&self) -> &Arc<RuleStore> {
         &self.store
     }
