@@ -268,6 +268,11 @@ impl ProxyHttp for Gateway {
         // Pingora sends every upstream request as HTTP/1.1, which must carry one (RFC 9112
         // 3.2): strict servers (Go, nginx) answer it 400. As nginx does, it gets the
         // upstream's own name (a worker's is localhost).
+        if content_length_repeated(upstream)
+            && let Some(n) = content_length(upstream)
+        {
+            upstream.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+        }
         if !upstream.headers.contains_key(http::header::HOST) {
             let host = ctx
                 .rule
@@ -1023,14 +1028,23 @@ fn peer_ip(session: &Session) -> IpAddr {
     }
 }
 
+/// The request's `Content-Length`. Pingora takes one repeated with a single value (`3, 3`,
+/// or on two lines: RFC 9110 8.6) and has refused conflicting ones, so the first is it.
 fn content_length(req: &RequestHeader) -> Option<u64> {
-    req.headers
+    let value = req
+        .headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+        .ok()?;
+    value.split(',').next()?.trim().parse().ok()
+}
+
+/// Whether the `Content-Length` is written more than once. Pingora forwards it as sent,
+/// and upstreams that read one number (Python's `http.server`, Go) refuse the request.
+fn content_length_repeated(req: &RequestHeader) -> bool {
+    let mut all = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    all.next()
+        .is_some_and(|first| first.as_bytes().contains(&b',') || all.next().is_some())
 }
 
 /// Reads the whole body; `None` when it is over `limit`. Answers `Expect: 100-continue`,

@@ -1312,6 +1312,48 @@ fn the_wait_for_the_rules_ends_after_ten_seconds() {
     );
 }
 
+/// A `Content-Length` repeated with one value (`3, 3`, or on two lines) is valid (RFC 9110
+/// 8.6), and Pingora frames the body by it, but it forwarded the header as sent: Python's
+/// `http.server` and Go refuse such a request, so the client got a `502`. The upstream
+/// now gets the one value, and the body limit reads it too.
+#[test]
+fn a_repeated_content_length_reaches_the_upstream_as_one() {
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let port = raw_upstream(move |mut conn| {
+        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
+            let mut body = [0u8; 3];
+            let _ = conn.read_exact(&mut body);
+            let _ = seen_tx.send((head, body));
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/length", "target": format!("http://127.0.0.1:{port}")}),
+    );
+    for lengths in [
+        "Content-Length: 3, 3\r\n",
+        "Content-Length: 3\r\nContent-Length: 3\r\n",
+    ] {
+        let mut s = gw.connect();
+        write!(s, "POST /length HTTP/1.1\r\nHost: x\r\n{lengths}\r\nabc").unwrap();
+        let answer = read_until(&mut s, b"ok").expect("an answer");
+        assert!(answer.starts_with("http/1.1 200"), "{answer}");
+        let (head, body) = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(head.matches("content-length").count(), 1, "{head}");
+        assert!(head.contains("content-length: 3\r\n"), "{head}");
+        assert_eq!(&body, b"abc");
+    }
+    // Over the body limit (10 MiB by default) is refused before anything is sent on.
+    let mut s = gw.connect();
+    s.write_all(b"POST /length HTTP/1.1\r\nHost: x\r\nContent-Length: 20971520, 20971520\r\n\r\n")
+        .unwrap();
+    let answer = read_until(&mut s, b"}").expect("an answer");
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(seen.try_recv().is_err(), "it reached the upstream");
+}
+
 /// Hop-by-hop headers stop at the gateway in both directions (SPEC 1; RFC 9110 7.6.1).
 /// Pingora drops the client's; it passed the upstream's on: a `Keep-Alive` timeout that
 /// is not the gateway's, Apache's `Upgrade: h2c` on a plain 200, and headers the upstream
