@@ -264,15 +264,13 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.app {
             app_request(route, session.req_header(), upstream)?;
         }
+        if let Some(n) = repeated_content_length(&upstream.headers) {
+            upstream.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+        }
         // Only an HTTP/1.0 client may leave Host out (`admit` refuses the others), but
         // Pingora sends every upstream request as HTTP/1.1, which must carry one (RFC 9112
         // 3.2): strict servers (Go, nginx) answer it 400. As nginx does, it gets the
         // upstream's own name (a worker's is localhost).
-        if content_length_repeated(upstream)
-            && let Some(n) = content_length(upstream)
-        {
-            upstream.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
-        }
         if !upstream.headers.contains_key(http::header::HOST) {
             let host = ctx
                 .rule
@@ -320,6 +318,9 @@ impl ProxyHttp for Gateway {
             upstream_response.set_version(Version::HTTP_11);
         }
         headers::strip_hop_by_hop(upstream_response);
+        if let Some(n) = repeated_content_length(&upstream_response.headers) {
+            upstream_response.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
+        }
         // An interim answer (`100 Continue`, `103 Early Hints`) passes as it came: the
         // gateway's headers go on the final one, which would lose the rate-limit headers
         // taken from `ctx` here. A 101 is the last answer on its connection: it gets them.
@@ -518,7 +519,7 @@ impl Gateway {
                 base,
             });
         }
-        if content_length(req).is_some_and(|n| n > ctx.body_limit) {
+        if content_length(&req.headers).is_some_and(|n| n > ctx.body_limit) {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload Too Large",
@@ -1028,23 +1029,25 @@ fn peer_ip(session: &Session) -> IpAddr {
     }
 }
 
-/// The request's `Content-Length`. Pingora takes one repeated with a single value (`3, 3`,
+/// A message's `Content-Length`. Pingora takes one repeated with a single value (`3, 3`,
 /// or on two lines: RFC 9110 8.6) and has refused conflicting ones, so the first is it.
-fn content_length(req: &RequestHeader) -> Option<u64> {
-    let value = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?;
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?;
     value.split(',').next()?.trim().parse().ok()
 }
 
-/// Whether the `Content-Length` is written more than once. Pingora forwards it as sent,
-/// and upstreams that read one number (Python's `http.server`, Go) refuse the request.
-fn content_length_repeated(req: &RequestHeader) -> bool {
-    let mut all = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    all.next()
-        .is_some_and(|first| first.as_bytes().contains(&b',') || all.next().is_some())
+/// The single value of a `Content-Length` written more than once. Pingora passes such a
+/// header on as it came, and readers of one number refuse it (Python's `http.server` and
+/// Go, as upstreams) or read the body until the connection closes (Python's `http.client`,
+/// as a client: on a kept-alive connection, until the idle timeout).
+fn repeated_content_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut all = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = all.next()?;
+    if first.as_bytes().contains(&b',') || all.next().is_some() {
+        content_length(headers)
+    } else {
+        None
+    }
 }
 
 /// Reads the whole body; `None` when it is over `limit`. Answers `Expect: 100-continue`,
