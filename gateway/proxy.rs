@@ -271,7 +271,9 @@ impl ProxyHttp for Gateway {
         // Pingora sends every upstream request as HTTP/1.1, which must carry one (RFC 9112
         // 3.2): strict servers (Go, nginx) answer it 400. As nginx does, it gets the
         // upstream's own name (a worker's is localhost).
-        if !upstream.headers.contains_key(http::header::HOST) {
+        if session.req_header().version == Version::HTTP_10
+            && !upstream.headers.contains_key(http::header::HOST)
+        {
             let host = ctx
                 .rule
                 .as_ref()
