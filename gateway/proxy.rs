@@ -42,6 +42,12 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// Workers are local: a connection that takes longer is a dead worker.
 const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a kept-alive upstream connection waits in the pool for its next request. A
+/// server closes an idle connection on its own schedule (Node and uvicorn after 5 s,
+/// gunicorn after 2 s); a request sent on it as it closes is lost, and a `POST` cannot be
+/// sent again (`error_while_proxy`): a `502`. Dropped before any of those, it is never
+/// reused at that moment. Reconnecting after a second of silence costs little.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
 const MAX_REQUEST_ID: usize = 200;
 // Statics: `headers::set_upstream` takes the names it sets by `&'static` reference.
@@ -892,6 +898,7 @@ fn rule_peer(rule: &CompiledRule, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     peer.options.connection_timeout = Some(timeouts.connect);
     peer.options.read_timeout = (!ctx.websocket).then_some(timeouts.read);
     peer.options.write_timeout = Some(timeouts.write);
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
     Ok(Box::new(peer))
 }
 
@@ -928,6 +935,7 @@ fn worker_peer(
     peer.options.connection_timeout = Some(WORKER_CONNECT_TIMEOUT);
     peer.options.read_timeout = (!websocket).then_some(manifest.timeout);
     peer.options.write_timeout = Some(manifest.timeout);
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
     Ok(Box::new(peer))
 }
 
