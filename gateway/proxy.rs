@@ -38,6 +38,9 @@ const KEEPALIVE_IDLE_SECS: u64 = 60;
 /// buffered body for good. nginx's `send_timeout` is the same 60 s; Pingora's own reads
 /// from clients have it too.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A local answer's body is written in pieces of this size, as Pingora passes a proxied
+/// body on (its `BODY_BUF_LIMIT`).
+const LOCAL_BODY_PIECE: usize = 64 * 1024;
 /// The status logged for a request whose client left before any answer (nginx's 499).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// Workers are local: a connection that takes longer is a dead worker.
@@ -764,7 +767,15 @@ impl Gateway {
             .write_response_header(Box::new(h), !send_body)
             .await?;
         if send_body {
-            session.write_response_body(Some(resp.body), true).await?;
+            // In pieces the size of a proxied body's: `CLIENT_WRITE_TIMEOUT` bounds each
+            // write, and an admin read of up to 32 MiB in one would have to reach the
+            // client within it (half a megabyte a second).
+            let mut body = resp.body;
+            while body.len() > LOCAL_BODY_PIECE {
+                let piece = body.split_to(LOCAL_BODY_PIECE);
+                session.write_response_body(Some(piece), false).await?;
+            }
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }
