@@ -18,6 +18,14 @@ fn create(gw: &Gateway, body: Value) -> common::Resp {
     gw.json("POST", RULES, &[], &body)
 }
 
+/// A rule from `pattern` to a plain HTTP server on 127.0.0.1:`port`.
+fn rule_to(gw: &Gateway, pattern: &str, port: u16) {
+    created(
+        gw,
+        json!({"pattern": pattern, "target": format!("http://127.0.0.1:{port}")}),
+    );
+}
+
 fn created(gw: &Gateway, body: Value) -> Value {
     let r = create(gw, body);
     assert_eq!(r.status, 201, "{r:?}");
@@ -648,10 +656,7 @@ fn upstream_failures_are_json() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     let closed = common::free_port();
-    created(
-        &gw,
-        json!({"pattern": "^/down", "target": format!("http://127.0.0.1:{closed}")}),
-    );
+    rule_to(&gw, "^/down", closed);
     created(
         &gw,
         json!({"pattern": "^/slow(/.*)$", "target": up.url(), "rewrite": "$1", "timeouts": {"read": "1s"}}),
@@ -1077,28 +1082,33 @@ fn rules_compile_on_an_idle_priority_thread() {
     assert_eq!(fields[41 - 3], SCHED_IDLE, "{stat}");
 }
 
-/// A raw TCP upstream on a free port: `handle` serves each connection, on the accepting
-/// thread (one at a time).
-fn raw_upstream(handle: impl Fn(TcpStream) + Send + 'static) -> u16 {
+/// A raw TCP upstream on a free port: `handle` serves each connection on a thread of its
+/// own (one at a time, a handler waiting on a kept-alive connection would hold up the next
+/// connection the gateway opens).
+fn raw_upstream(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let handle = std::sync::Arc::new(handle);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
-            handle(conn);
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(conn));
         }
     });
     port
 }
 
-/// Reads from `s` until what was read ends with `end`; `None` when the peer closes or
-/// fails first.
+/// Reads from `s` up to and including the first `end`; `None` when the peer closes or
+/// fails first. A byte at a time, so what follows `end` (a body sent with its head in one
+/// segment) stays unread: read in blocks, a head followed by its body never ended with
+/// `\r\n\r\n`, and a test failed whenever the two came together.
 fn read_until(s: &mut TcpStream, end: &[u8]) -> Option<String> {
     let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut byte = [0u8; 1];
     while !got.ends_with(end) {
-        let n = s.read(&mut buf).ok().filter(|n| *n > 0)?;
-        got.extend_from_slice(&buf[..n]);
+        s.read_exact(&mut byte).ok()?;
+        got.push(byte[0]);
     }
     Some(String::from_utf8_lossy(&got).to_lowercase())
 }
@@ -1118,10 +1128,7 @@ fn an_http_1_0_upstream_is_answered_in_http_1_1() {
         );
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/old", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/old", port);
     let mut s = gw.connect();
     for _ in 0..3 {
         s.write_all(b"GET /old HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1147,10 +1154,7 @@ fn an_http_1_0_client_gets_no_chunked_body() {
         }
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/chunks", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/chunks", port);
     for keep_alive in ["", "Connection: keep-alive\r\n"] {
         let mut s = gw.connect();
         write!(s, "GET /chunks HTTP/1.0\r\n{keep_alive}\r\n").unwrap();
@@ -1223,10 +1227,7 @@ fn a_client_that_stops_reading_is_cut_off() {
         let _ = closed_tx.send(Instant::now());
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/endless", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/endless", port);
     let mut s = gw.connect();
     s.write_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -1329,10 +1330,7 @@ fn a_repeated_content_length_is_passed_on_as_one_value() {
         }
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/length", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/length", port);
     for lengths in [
         "Content-Length: 3, 3\r\n",
         "Content-Length: 3\r\nContent-Length: 3\r\n",
@@ -1352,10 +1350,7 @@ fn a_repeated_content_length_is_passed_on_as_one_value() {
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok");
         }
     });
-    created(
-        &gw,
-        json!({"pattern": "^/twice", "target": format!("http://127.0.0.1:{answers}")}),
-    );
+    rule_to(&gw, "^/twice", answers);
     let mut s = gw.connect();
     s.write_all(b"GET /twice HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -1379,19 +1374,13 @@ fn a_repeated_content_length_is_passed_on_as_one_value() {
 fn idle_upstream_connections_are_closed_after_a_second() {
     let (closed_tx, closed) = std::sync::mpsc::channel();
     let port = raw_upstream(move |mut conn| {
-        let closed_tx = closed_tx.clone();
-        std::thread::spawn(move || {
-            while read_until(&mut conn, b"\r\n\r\n").is_some() {
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            }
-            let _ = closed_tx.send(Instant::now());
-        });
+        while read_until(&mut conn, b"\r\n\r\n").is_some() {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+        let _ = closed_tx.send(Instant::now());
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/idle", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/idle", port);
     let answered = Instant::now();
     assert_eq!(gw.get("/idle").status, 200);
     let at = closed
@@ -1419,10 +1408,7 @@ fn hop_by_hop_headers_stop_at_the_gateway() {
         );
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/hop", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/hop", port);
     let r = gw.get_with(
         "/hop",
         &[
@@ -1472,10 +1458,7 @@ fn the_final_answer_after_100_continue_has_the_gateways_headers() {
         let _ = conn.write_all((head + &body).as_bytes());
     });
     let gw = Gateway::start(Options::default().ready());
-    created(
-        &gw,
-        json!({"pattern": "^/expect", "target": format!("http://127.0.0.1:{port}")}),
-    );
+    rule_to(&gw, "^/expect", port);
     let mut s = gw.connect();
     s.write_all(
         b"POST /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\
