@@ -172,9 +172,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let path = session.req_header().uri.path();
-        if self.shared.router.awaits_rules(path) {
-            self.shared.wait_for_rules(path).await;
+        // Checked here first so that, once the rules are read, a request awaits nothing.
+        let req = session.req_header();
+        if self.shared.router.awaits_rules(&req.method, req.uri.path()) {
+            self.shared
+                .wait_for_rules(&req.method, req.uri.path())
+                .await;
         }
         let next = self.admit(session.req_header(), ctx);
         match next {

@@ -98,22 +98,14 @@ impl Router {
         &self.api_base
     }
 
-    /// Whether routing `path` needs dynamic rules that have not been read yet: the rule
-    /// table is still the static rules alone (the database has not answered since start)
-    /// and the path is none of the runtime's or a plugin's own, which `route` finds before
-    /// it looks at any rule.
-    pub fn awaits_rules(&self, path: &str) -> bool {
-        let Some(loaded) = &self.rules_loaded else {
-            return false;
-        };
-        !loaded.load(Ordering::Acquire)
-            && below(path, &self.api_base).is_none()
-            && path != "/.well-known/buntime"
-            && path != "/metrics"
-            && !self
-                .plugin_bases
-                .iter()
-                .any(|(base, _)| below(path, base).is_some())
+    /// Whether routing this request needs dynamic rules that have not been read yet: the
+    /// rule table is still the static rules alone (the database has not answered since
+    /// start) and the request is not one the runtime or a plugin owns.
+    pub fn awaits_rules(&self, method: &Method, path: &str) -> bool {
+        self.rules_loaded
+            .as_ref()
+            .is_some_and(|loaded| !loaded.load(Ordering::Acquire))
+            && self.own_route(method, path).is_none()
     }
 
     /// `websocket`: the request asks for a WebSocket upgrade (rules with `ws: false` skip it).
@@ -124,19 +116,8 @@ impl Router {
         headers: &HeaderMap,
         websocket: bool,
     ) -> Route {
-        if let Some(rest) = below(path, &self.api_base) {
-            return Route::Api(rest.to_string());
-        }
-        if path == "/.well-known/buntime" {
-            return Route::WellKnown;
-        }
-        if path == "/metrics" && (method == Method::GET || method == Method::HEAD) {
-            return Route::Metrics;
-        }
-        for (base, i) in &self.plugin_bases {
-            if let Some(rest) = below(path, base) {
-                return Route::Plugin(*i, rest.to_string());
-            }
+        if let Some(route) = self.own_route(method, path) {
+            return route;
         }
         if let Some(rules) = &self.rules
             && let Some(rule) = rules.load().matching(path, websocket)
@@ -156,6 +137,22 @@ impl Router {
             return Route::App(app, segment.to_string());
         }
         Route::NotFound
+    }
+
+    /// The routes the runtime and the plugins own, which come before any rule.
+    fn own_route(&self, method: &Method, path: &str) -> Option<Route> {
+        if let Some(rest) = below(path, &self.api_base) {
+            return Some(Route::Api(rest.to_string()));
+        }
+        if path == "/.well-known/buntime" {
+            return Some(Route::WellKnown);
+        }
+        if path == "/metrics" && (method == Method::GET || method == Method::HEAD) {
+            return Some(Route::Metrics);
+        }
+        self.plugin_bases
+            .iter()
+            .find_map(|(base, i)| below(path, base).map(|rest| Route::Plugin(*i, rest.to_string())))
     }
 }
 
@@ -329,18 +326,19 @@ mod tests {
             Route::Rule(_)
         ));
         // Before the dynamic rules are read, only what is routed ahead of them is sure.
-        for (path, waits) in [
-            ("/anything", true),
-            ("/", true),
-            ("/api/health/ready", false),
-            ("/redirects/api/rules", false),
-            ("/metrics", false),
-            ("/.well-known/buntime", false),
+        for (method, path, waits) in [
+            (Method::GET, "/anything", true),
+            (Method::GET, "/", true),
+            (Method::GET, "/api/health/ready", false),
+            (Method::POST, "/redirects/api/rules", false),
+            (Method::GET, "/metrics", false),
+            (Method::POST, "/metrics", true),
+            (Method::GET, "/.well-known/buntime", false),
         ] {
-            assert_eq!(r.awaits_rules(path), waits, "{path}");
+            assert_eq!(r.awaits_rules(&method, path), waits, "{method} {path}");
         }
         loaded.store(true, Ordering::Release);
-        assert!(!r.awaits_rules("/anything"));
+        assert!(!r.awaits_rules(&Method::GET, "/anything"));
     }
 
     #[test]
