@@ -512,17 +512,16 @@ fn draining_answers_close_their_connections() {
     );
     let mut s = gw.connect();
     let ask = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n";
-    let answer = |s: &mut TcpStream| {
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).to_lowercase()
-    };
     s.write_all(ask).unwrap();
-    assert!(answer(&mut s).contains("connection: keep-alive"));
+    assert!(
+        read_one_response(&mut s)
+            .to_lowercase()
+            .contains("connection: keep-alive")
+    );
     gw.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(ask).unwrap();
-    let text = answer(&mut s);
+    let text = read_one_response(&mut s).to_lowercase();
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(text.contains("connection: close"), "{text}");
     assert_eq!(

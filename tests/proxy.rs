@@ -1156,10 +1156,8 @@ fn an_http_1_0_client_gets_no_chunked_body() {
     let gw = Gateway::start(Options::default().ready());
     rule_to(&gw, "^/chunks", port);
     for keep_alive in ["", "Connection: keep-alive\r\n"] {
-        let mut s = gw.connect();
-        write!(s, "GET /chunks HTTP/1.0\r\n{keep_alive}\r\n").unwrap();
-        let mut got = String::new();
-        s.read_to_string(&mut got).unwrap();
+        let request = format!("GET /chunks HTTP/1.0\r\n{keep_alive}\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
         let (head, body) = got.split_once("\r\n\r\n").unwrap();
         let head = head.to_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{got}");
@@ -1184,11 +1182,11 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/nohost", "target": up.url()}));
-    let mut s = gw.connect();
-    s.write_all(b"GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut got = String::new();
-    s.read_to_string(&mut got).unwrap();
+    let got = common::raw(
+        gw.port,
+        b"GET /nohost HTTP/1.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
     let head = got.to_lowercase();
     assert!(head.starts_with("http/1.1 400"), "{got}");
     assert!(head.contains("x-request-id: "), "{got}");
@@ -1198,10 +1196,11 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
         "it reached the upstream"
     );
 
-    let mut s = gw.connect();
-    s.write_all(b"GET /nohost/old HTTP/1.0\r\n\r\n").unwrap();
-    let mut got = String::new();
-    s.read_to_string(&mut got).unwrap();
+    let got = common::raw(
+        gw.port,
+        b"GET /nohost/old HTTP/1.0\r\n\r\n",
+        Duration::from_secs(10),
+    );
     assert!(got.to_lowercase().starts_with("http/1.1 200"), "{got}");
     let seen = up.last();
     assert_eq!(seen.url, "/nohost/old");
@@ -1260,7 +1259,7 @@ fn a_client_that_stops_reading_is_cut_off() {
 
 /// A request that comes before the dynamic rules were first read waits for them (up to
 /// 10 s after start) rather than be routed without them. Here the database is down when
-/// the gateway starts and up two seconds later; the gateway routed the request at once,
+/// the gateway starts and comes up a second later; the gateway routed the request at once,
 /// with no rule: a `404` for a path a rule owns.
 #[test]
 fn requests_at_start_wait_for_the_rules() {
@@ -1276,7 +1275,7 @@ fn requests_at_start_wait_for_the_rules() {
     let gw = Gateway::start(remote);
     let (url, health) = (gw.url("/early/x"), gw.url("/api/health/ready"));
     let early = std::thread::spawn(move || common::send(&common::agent(), "GET", &url, &[], None));
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     // Health answers at once all along; it is what says the gateway is not ready yet.
     let ready = common::send(&common::agent(), "GET", &health, &[], None);
     assert_eq!(ready.status, 503, "{ready:?}");
@@ -1387,7 +1386,11 @@ fn idle_upstream_connections_are_closed_after_a_second() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the gateway kept its idle upstream connection");
     let idle = at - answered;
-    assert!(idle >= Duration::from_millis(500), "closed after {idle:?}");
+    // Before Node's 5 s; the timer fires at 1 s, the margin is for a loaded machine.
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_secs(4),
+        "closed after {idle:?}"
+    );
     assert_eq!(gw.get("/idle").status, 200, "a fresh connection serves on");
 }
 
@@ -1526,7 +1529,6 @@ fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/ka", "target": up.url()}));
-    let mut s = gw.connect();
     let smuggled = "GET /ka/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let requests = format!(
         "GET /ka/one HTTP/1.1\r\nHost: x\r\n\r\n\
@@ -1538,9 +1540,7 @@ fn pipelined_requests_are_answered_in_order() {
          GET /ka/four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         smuggled.len()
     );
-    s.write_all(requests.as_bytes()).unwrap();
-    let mut got = String::new();
-    s.read_to_string(&mut got).unwrap();
+    let got = common::raw(gw.port, requests.as_bytes(), Duration::from_secs(10));
     let statuses: Vec<&str> = got
         .match_indices("HTTP/1.1 ")
         .map(|(i, _)| &got[i + 9..i + 12])

@@ -206,10 +206,11 @@ fn forwards_to_the_app_without_its_segment() {
     assert_eq!(counted, Some(3.0));
 
     // An HTTP/1.0 client without Host: the worker's HTTP/1.1 request still carries one.
-    let mut s = gw.connect();
-    s.write_all(b"GET /echo/old HTTP/1.0\r\n\r\n").unwrap();
-    let mut got = String::new();
-    std::io::Read::read_to_string(&mut s, &mut got).unwrap();
+    let got = common::raw(
+        gw.port,
+        b"GET /echo/old HTTP/1.0\r\n\r\n",
+        Duration::from_secs(10),
+    );
     let (_, body) = got.split_once("\r\n\r\n").expect("an answer");
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["path"], "/old", "{got}");
@@ -642,7 +643,8 @@ fn idle_connections_to_a_worker_are_closed_after_a_second() {
         established_to(port) >= 1,
         "no pooled connection to the worker"
     );
-    eventually(Duration::from_secs(10), || {
+    // Closed at 1 s; within 4 s, before Node's 5 s, on a loaded machine too.
+    eventually(Duration::from_secs(4), || {
         (established_to(port) == 0).then_some(())
     })
     .expect("the gateway kept its idle connection to the worker");
