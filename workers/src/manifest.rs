@@ -176,12 +176,12 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
     let rate_limit = match s.get("rateLimit") {
         None => None,
         Some(_) => {
-            let requests = s.u64_in("rateLimit.requests", 1, 1_000_000_000, &mut p);
+            let requests = s.u64_in("rateLimit.requests", 1, RateLimitSpec::MAX_REQUESTS, &mut p);
             let window = s
                 .duration("rateLimit.window", &mut p)
-                .unwrap_or(Duration::from_secs(60));
-            if window < Duration::from_secs(1) {
-                s.problem(&mut p, "rateLimit.window", "must be at least 1s");
+                .unwrap_or(RateLimitSpec::DEFAULT_WINDOW);
+            if !RateLimitSpec::valid_window(window) {
+                s.problem(&mut p, "rateLimit.window", RateLimitSpec::WINDOW_RULE);
             }
             requests.map(|requests| RateLimitSpec { requests, window })
         }
@@ -445,7 +445,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(
             d.path(),
-            "command: node server.js\ntimeout: soon\nmaxBodySize: 200mb\ninstances: 0\nlisten: pipe\nhealthPath: health\nentrypoint: ../../etc/passwd\n",
+            "command: node server.js\ntimeout: soon\nmaxBodySize: 200mb\ninstances: 0\nlisten: pipe\nhealthPath: health\nentrypoint: ../../etc/passwd\nrateLimit: {requests: 5, window: 1500ms}\n",
         );
         let err = load(d.path()).unwrap_err();
         for key in [
@@ -456,6 +456,7 @@ mod tests {
             "listen",
             "healthPath",
             "entrypoint",
+            "rateLimit.window",
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }

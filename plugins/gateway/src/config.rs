@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use buntime_plugin_sdk::{GlobSet, Problems, Settings};
+use buntime_plugin_sdk::{GlobSet, Problems, RateLimitSpec, Settings};
 use http::{HeaderName, HeaderValue};
 
 use crate::cors::{Cors, OriginRule};
@@ -142,17 +142,18 @@ fn cors(s: &Settings, problems: &mut Problems) -> Option<Cors> {
 fn limit(s: &Settings, api_base: &str, problems: &mut Problems) -> Option<LimitConfig> {
     let enabled = s.bool("rateLimit.enabled", problems).unwrap_or(true);
     let requests = s
-        .u64_in("rateLimit.requests", 1, 1_000_000_000, problems)
+        .u64_in(
+            "rateLimit.requests",
+            1,
+            RateLimitSpec::MAX_REQUESTS,
+            problems,
+        )
         .unwrap_or(100);
     let window = s
         .duration("rateLimit.window", problems)
-        .unwrap_or(Duration::from_secs(60));
-    if window < Duration::from_secs(1) || window.subsec_millis() != 0 {
-        s.problem(
-            problems,
-            "rateLimit.window",
-            "must be whole seconds, at least 1s (30, 30s, 1m, 1h, 1d)",
-        );
+        .unwrap_or(RateLimitSpec::DEFAULT_WINDOW);
+    if !RateLimitSpec::valid_window(window) {
+        s.problem(problems, "rateLimit.window", RateLimitSpec::WINDOW_RULE);
     }
     let key_by = match s
         .string("rateLimit.keyBy", problems)

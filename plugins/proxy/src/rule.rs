@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use buntime_plugin_sdk::duration::parse_duration;
+use buntime_plugin_sdk::duration::{format_duration, parse_duration};
 use buntime_plugin_sdk::{RateLimitSpec, RouteGlobs};
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -134,8 +134,15 @@ impl Rule {
                     self.timeouts_given = v.as_object().cloned().unwrap_or_default();
                 }
                 "rateLimit" => {
-                    self.rate_limit = rate_limit(v)?;
-                    self.rate_limit_given = self.rate_limit.is_some().then(|| v.clone());
+                    self.rate_limit = rate_limit(v, strict)?;
+                    self.rate_limit_given = self.rate_limit.is_some().then(|| {
+                        // Echoed as written, with the window it got when none was given.
+                        let mut given = v.clone();
+                        if given.get("window").is_none() {
+                            given["window"] = json!(format_duration(RateLimitSpec::DEFAULT_WINDOW));
+                        }
+                        given
+                    });
                 }
                 other if IGNORED_FIELDS.contains(&other) || !strict => {}
                 other => return Err(format!("Unknown field: {other}")),
@@ -257,19 +264,34 @@ fn timeouts(v: &Json) -> Result<Timeouts, String> {
     Ok(t)
 }
 
-fn rate_limit(v: &Json) -> Result<Option<RateLimitSpec>, String> {
+/// `strict`: API input, held to the limits of the gateway's own `rateLimit`; a stored
+/// rule written before they applied still loads (a window above zero).
+fn rate_limit(v: &Json, strict: bool) -> Result<Option<RateLimitSpec>, String> {
     let map = match v {
         Json::Null => return Ok(None),
         Json::Object(m) => m,
         _ => return Err("Invalid rateLimit: must be an object {requests, window}".into()),
     };
+    let max = if strict {
+        RateLimitSpec::MAX_REQUESTS
+    } else {
+        u64::MAX
+    };
     let requests = map
         .get("requests")
         .and_then(Json::as_u64)
-        .filter(|n| *n > 0)
-        .ok_or("Invalid rateLimit: requests must be a positive integer")?;
-    let window = duration("window", map.get("window").unwrap_or(&json!("1m")))
-        .map_err(|e| format!("Invalid rateLimit: {e}"))?;
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("Invalid rateLimit: requests must be an integer from 1 to {max}"))?;
+    let window = match map.get("window") {
+        Some(w) => duration("window", w).map_err(|e| format!("Invalid rateLimit: {e}"))?,
+        None => RateLimitSpec::DEFAULT_WINDOW,
+    };
+    if strict && !RateLimitSpec::valid_window(window) {
+        return Err(format!(
+            "Invalid rateLimit: window {}",
+            RateLimitSpec::WINDOW_RULE
+        ));
+    }
     if window.is_zero() {
         return Err("Invalid rateLimit: window must be more than zero".into());
     }
@@ -479,6 +501,18 @@ mod tests {
                 "Invalid rateLimit: window",
             ),
             (
+                json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 5, "window": "500ms"}}),
+                "Invalid rateLimit: window must be whole seconds",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 5, "window": "1500ms"}}),
+                "Invalid rateLimit: window must be whole seconds",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 1_000_000_001u64}}),
+                "Invalid rateLimit: requests must be an integer from 1 to 1000000000",
+            ),
+            (
                 json!({"pattern": "^/a", "target": "http://h", "secure": "yes"}),
                 "secure must be a boolean",
             ),
@@ -494,6 +528,28 @@ mod tests {
                 "{input}: got {err:?}, want {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits() {
+        let c = rule(json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 5}}))
+            .unwrap();
+        assert_eq!(c.rate_limit().unwrap().window, Duration::from_secs(60));
+        // The answer shows the window the limit got.
+        assert_eq!(
+            c.rule.to_json()["rateLimit"],
+            json!({"requests": 5, "window": "1m"})
+        );
+        let given = json!({"requests": 5, "window": "90"});
+        let c = rule(json!({"pattern": "^/a", "target": "http://h", "rateLimit": given})).unwrap();
+        assert_eq!(c.rate_limit().unwrap().window, Duration::from_secs(90));
+        assert_eq!(c.rule.to_json()["rateLimit"], given);
+        // A rule stored before windows had to be whole seconds still loads.
+        let stored = json!({"pattern": "^/a", "target": "http://h", "rateLimit": {"requests": 5, "window": "500ms"}});
+        let r = Rule::blank("r1")
+            .with_fields(stored.as_object().unwrap(), false)
+            .unwrap();
+        assert_eq!(r.rate_limit.unwrap().window, Duration::from_millis(500));
     }
 
     #[test]

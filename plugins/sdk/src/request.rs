@@ -34,6 +34,21 @@ pub struct RateLimitSpec {
     pub window: Duration,
 }
 
+impl RateLimitSpec {
+    /// Most requests a limit may allow in a window (the gateway's, a rule's or an app's).
+    pub const MAX_REQUESTS: u64 = 1_000_000_000;
+    /// The window of a rule's or an app's limit that names only `requests`.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+    /// What is wrong with a window, for the gateway's, a rule's and an app's limit alike.
+    pub const WINDOW_RULE: &str = "must be whole seconds, at least 1s (30, 30s, 1m, 1h, 1d)";
+
+    /// Whether `window` can be a limit's window: `Retry-After` and `RateLimit-Reset` count
+    /// whole seconds, and each window length has a counting sketch of its own.
+    pub fn valid_window(window: Duration) -> bool {
+        window >= Duration::from_secs(1) && window.subsec_nanos() == 0
+    }
+}
+
 fn ser_window<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::duration::format_duration(*d))
 }
