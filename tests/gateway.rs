@@ -51,9 +51,15 @@ fn preflight_is_answered_before_auth_and_rate_limits() {
             "preflights are not rate limited"
         );
     }
-    // The one request the limit allows is still there.
-    assert_eq!(gw.get("/nowhere").status, 404);
-    assert_eq!(gw.get("/nowhere").status, 429);
+    // The one request the limit allows is still there. With the default origin `*`, every
+    // answer allows any origin, also one to a request without an Origin (a cache may keep
+    // it for all), and none varies by it.
+    for status in [404, 429] {
+        let r = gw.get("/nowhere");
+        assert_eq!(r.status, status);
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+        assert!(r.header("vary").is_none(), "{r:?}");
+    }
 }
 
 #[test]
@@ -64,7 +70,7 @@ fn cors_headers_on_every_kind_of_response() {
             .env("GATEWAY_CORS_ORIGIN", "https://app.test, *.example.com")
             .env("GATEWAY_CORS_CREDENTIALS", "true")
             .env("RUNTIME_MASTER_KEY", "mk")
-            .env("GATEWAY_RATE_LIMIT_REQUESTS", "6")
+            .env("GATEWAY_RATE_LIMIT_REQUESTS", "8")
             .config("plugins:\n  gateway:\n    cors:\n      exposedHeaders: [x-total]\n")
             .ready(),
     );
@@ -101,13 +107,30 @@ fn cors_headers_on_every_kind_of_response() {
     let denied = gw.get_with("/database/api/tables", &origin(wild));
     assert_eq!(denied.status, 401);
     check(&denied, wild);
+    // A proxied response that carries Vary keeps it, with Origin added, allowed or not.
+    for from in [o, "https://evil.test"] {
+        let raw = common::raw(
+            gw.port,
+            format!(
+                "GET /up/vary HTTP/1.1\r\nHost: x\r\nOrigin: {from}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+            Duration::from_secs(10),
+        )
+        .to_ascii_lowercase();
+        assert!(raw.contains("\r\nvary: accept-encoding\r\n"), "{raw}");
+        assert!(raw.contains("\r\nvary: origin\r\n"), "{raw}");
+    }
     let limited = (0..10)
         .map(|_| gw.get_with("/no-such-route", &origin(o)))
         .find(|r| r.status == 429)
-        .expect("the limit of 6 is reached");
+        .expect("the limit of 8 is reached");
     check(&limited, o);
-    // A proxied response that carries Vary keeps it, with Origin added.
-    // Disallowed and malformed origins get nothing.
+    // Disallowed and malformed origins, and requests without one, get no Allow-Origin,
+    // but `Vary: Origin`: a cache in front must not hand their answer to an allowed origin.
+    let r = gw.get("/api/health");
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(r.header("vary"), Some("Origin"));
     for bad in [
         "https://evil.test",
         "https://example.com",
@@ -121,6 +144,7 @@ fn cors_headers_on_every_kind_of_response() {
             r.header("access-control-allow-origin").is_none(),
             "{bad:.40}"
         );
+        assert_eq!(r.header("vary"), Some("Origin"), "{bad:.40}");
     }
     let r = preflight(&gw, "/x", "https://evil.test");
     assert_eq!(r.status, 204);

@@ -137,6 +137,8 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
         extra.push("Location: /elsewhere".parse().unwrap());
     } else if path.ends_with("/header-case") {
         extra.push("X-Upstream-Case: Mixed".parse().unwrap());
+    } else if path.ends_with("/vary") {
+        extra.push("Vary: Accept-Encoding".parse().unwrap());
     }
     let echo = json!({
         "method": req.method().as_str(),

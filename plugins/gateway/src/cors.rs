@@ -201,7 +201,7 @@ impl Cors {
 
     /// Allow-Origin (`*`, or the origin and `Vary: Origin`) and Allow-Credentials.
     fn allow_origin(&self, origin: &HeaderValue, out: &mut HeaderList) {
-        if self.any && !self.credentials {
+        if !self.varies() {
             out.set(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         } else {
             out.set(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -215,12 +215,25 @@ impl Cors {
         }
     }
 
-    /// Headers for any response other than a preflight.
+    /// Whether the CORS headers depend on the request's Origin: they do unless every
+    /// origin gets `*`.
+    fn varies(&self) -> bool {
+        !self.any || self.credentials
+    }
+
+    /// Headers for any response other than a preflight. A shared cache in front of the
+    /// gateway may hand one answer to requests from other origins (Fetch standard, "CORS
+    /// protocol and HTTP caches"): an answer that depends on the Origin says so with
+    /// `Vary: Origin` also when it allows none, and `*` goes on every answer, Origin or not.
     pub fn response_headers(&self, headers: &HeaderMap, out: &mut HeaderList) {
-        let Some(origin) = self.allowed_origin(headers) else {
+        if !self.varies() {
+            out.set(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        } else if let Some(origin) = self.allowed_origin(headers) {
+            self.allow_origin(origin, out);
+        } else {
+            out.append(VARY, HeaderValue::from_static("Origin"));
             return;
-        };
-        self.allow_origin(origin, out);
+        }
         if let Some(exposed) = &self.exposed {
             out.set(ACCESS_CONTROL_EXPOSE_HEADERS, exposed.clone());
         }
@@ -248,6 +261,8 @@ impl Cors {
                 (None, None) => {}
             }
             out.set(ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        } else if self.varies() {
+            out.append(VARY, HeaderValue::from_static("Origin"));
         }
         let mut resp = ApiResponse::empty(StatusCode::NO_CONTENT);
         resp.headers = out.iter().map(|(n, v, _)| (n.clone(), v.clone())).collect();
@@ -316,6 +331,33 @@ mod tests {
         assert!(out.get("vary").is_none());
         assert!(out.get("access-control-allow-credentials").is_none());
         assert_eq!(out.get("access-control-expose-headers").unwrap(), "x-total");
+        // Every answer gets `*`, so a cached one fits any origin.
+        for other in ["", "null", "garbage"] {
+            let out = response(&c, other);
+            assert_eq!(out.get("access-control-allow-origin").unwrap(), "*");
+            assert!(out.get("vary").is_none());
+        }
+        let mut out = HeaderList::default();
+        c.response_headers(&HeaderMap::new(), &mut out);
+        assert_eq!(out.get("access-control-allow-origin").unwrap(), "*");
+    }
+
+    #[test]
+    fn answers_that_allow_no_origin_still_vary_by_it() {
+        for (c, others) in [
+            (cors(&["https://a.test"], false), ["https://b.test", "null"]),
+            (cors(&["*"], true), ["garbage", "null"]),
+        ] {
+            for other in others {
+                let out = response(&c, other);
+                assert!(out.get("access-control-allow-origin").is_none());
+                assert_eq!(out.get("vary").unwrap(), "Origin");
+            }
+            let mut out = HeaderList::default();
+            c.response_headers(&HeaderMap::new(), &mut out);
+            assert_eq!(out.get("vary").unwrap(), "Origin");
+            assert!(out.get("access-control-expose-headers").is_none());
+        }
     }
 
     #[test]
@@ -420,7 +462,8 @@ mod tests {
             ("access-control-request-method", "PUT"),
         ]));
         assert_eq!(denied.status, StatusCode::NO_CONTENT);
-        assert!(denied.headers.is_empty());
+        let names: Vec<&str> = denied.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["vary"], "nothing allowed, only Vary");
     }
 
     #[test]
