@@ -573,12 +573,7 @@ impl Gateway {
             Route::Plugin(i, rest) => Next::Plugin(i, rest),
             Route::Rule(rule) if rule.keeps_path() => return None,
             Route::Rule(rule) => {
-                let mut uri = rule.upstream_path(path);
-                if let Some(q) = req.uri.query() {
-                    uri.push('?');
-                    uri.push_str(q);
-                }
-                ctx.upstream_uri = Some(uri);
+                ctx.upstream_uri = Some(rule.upstream_uri(path, req.uri.query()));
                 return None;
             }
             Route::App(..) if needs_slash(req, ctx.app.as_ref()) => Next::Respond(add_slash(req)),

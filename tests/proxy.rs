@@ -433,6 +433,23 @@ fn test_endpoint_and_rewrites() {
         r["upstreamUrl"],
         "http://127.0.0.1:9/base/v1/users?page=2&x=%20"
     );
+    created(
+        &gw,
+        json!({"pattern": r"^/find/(\w+)$", "target": "http://127.0.0.1:9", "rewrite": "/search?q=$1"}),
+    );
+    assert_eq!(
+        t("/find/abc?page=2")["upstreamUrl"],
+        "http://127.0.0.1:9/search?q=abc&page=2"
+    );
+    // What a URL cannot carry as written is sent percent-encoded.
+    created(
+        &gw,
+        json!({"pattern": "^/spaced(/.*)$", "target": "http://127.0.0.1:9", "rewrite": "/a b/café#1$1"}),
+    );
+    assert_eq!(
+        t("/spaced/x")["upstreamUrl"],
+        "http://127.0.0.1:9/a%20b/caf%C3%A9%231/x"
+    );
     let r = t("/api");
     assert_eq!(r["captures"], json!([""]), "an empty group is empty");
     assert_eq!(r["upstreamUrl"], "http://127.0.0.1:9/base/v1");
@@ -517,6 +534,22 @@ fn proxying_to_an_http_upstream() {
         !h.contains_key("x-identity") && !h.contains_key("x-auth-subject"),
         "client identity headers are dropped"
     );
+
+    // A rewrite that writes a query: the request's query follows it after a `&`.
+    created(
+        &gw,
+        json!({"pattern": r"^/find/(\w+)$", "target": up.url(), "rewrite": "/search?q=$1"}),
+    );
+    gw.get("/find/abc?page=2");
+    assert_eq!(up.last().url, "/search?q=abc&page=2");
+    gw.get("/find/abc");
+    assert_eq!(up.last().url, "/search?q=abc");
+    created(
+        &gw,
+        json!({"pattern": "^/spaced(/.*)$", "target": up.url(), "rewrite": "/a b/café$1"}),
+    );
+    assert_eq!(gw.get("/spaced/x").status, 200);
+    assert_eq!(up.last().url, "/a%20b/caf%C3%A9/x");
 
     gw.get_with("/origin/x", &[("origin", "https://app.example")]);
     let h = up.last().headers;

@@ -145,15 +145,11 @@ fn test(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult 
         ));
     };
     let t = &rule.target;
-    let mut upstream = format!(
+    let upstream = format!(
         "{}{}",
         t.url_prefix().trim_end_matches(&t.base_path),
-        rule.upstream_path(path)
+        rule.upstream_uri(path, query)
     );
-    if let Some(q) = query {
-        upstream.push('?');
-        upstream.push_str(q);
-    }
     Ok(ApiResponse::ok(&json!({
         "matched": true,
         "rule": rule.rule.to_json(),

@@ -1,6 +1,8 @@
 //! Rewrite templates (SPEC 4.1): `$1`..`$9` and `${name}` are replaced by the pattern's
 //! captures (a group that did not take part is empty), `$$` is a literal `$`; a leading
-//! `/` is added if missing.
+//! `/` is added if missing. The template's own text goes into the upstream's request line,
+//! so a character a URL cannot carry as written is percent-encoded, as a browser encodes
+//! a typed address: `/a b` is sent as `/a%20b`, `/é` as `/%C3%A9`.
 
 use regex::{Captures, Regex};
 
@@ -26,7 +28,7 @@ impl Template {
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
             if c != '$' {
-                literal.push(c);
+                push_url_char(&mut literal, c, chars.clone());
                 continue;
             }
             let piece = match chars.peek().copied() {
@@ -101,6 +103,24 @@ impl Template {
     }
 }
 
+/// Appends `c` as a request target carries it: as written when RFC 3986 allows it there
+/// (unreserved, sub-delims, `:`, `@`, `/`, `?`, and `%` before two hex digits), else its
+/// UTF-8 bytes percent-encoded. A `#` is encoded too: a fragment never reaches a server.
+fn push_url_char(out: &mut String, c: char, mut after: impl Iterator<Item = char>) {
+    let as_written = match c {
+        '%' => (0..2).all(|_| after.next().is_some_and(|h| h.is_ascii_hexdigit())),
+        _ => c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/?".contains(c),
+    };
+    if as_written {
+        out.push(c);
+        return;
+    }
+    let mut utf8 = [0u8; 4];
+    for b in c.encode_utf8(&mut utf8).bytes() {
+        out.push_str(&format!("%{b:02X}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +151,21 @@ mod tests {
         assert_eq!(rewrite("^/old/(.*)$", "new/$1", "/old/x"), "/new/x");
         assert_eq!(rewrite("^/p$", "/cost$$5", "/p"), "/cost$5");
         assert_eq!(rewrite("^/p$", "/a$b", "/p"), "/a$b");
+    }
+
+    #[test]
+    fn what_a_url_cannot_carry_is_percent_encoded() {
+        assert_eq!(rewrite("^/p(/.*)$", "/a b$1", "/p/x"), "/a%20b/x");
+        assert_eq!(rewrite("^/p$", "/café", "/p"), "/caf%C3%A9");
+        assert_eq!(rewrite("^/p$", "/a#b", "/p"), "/a%23b");
+        assert_eq!(rewrite("^/p$", "/100%", "/p"), "/100%25");
+        assert_eq!(rewrite("^/p$", "/%zz%4", "/p"), "/%25zz%254");
+        assert_eq!(rewrite("^/p$", "/\"<{|}>", "/p"), "/%22%3C%7B%7C%7D%3E");
+        // As written: what a URL may carry, escapes included.
+        let fine = "/a-b._~!$&'()*+,;=:@/x?q=%2F&r=1";
+        assert_eq!(rewrite("^/p$", fine, "/p"), fine);
+        // Captures are the client's path, already a valid request target: copied as they are.
+        assert_eq!(rewrite("^/p/(.*)$", "/q/$1", "/p/%20x"), "/q/%20x");
     }
 
     #[test]

@@ -388,6 +388,22 @@ impl CompiledRule {
         self.rewrite.is_none() && self.target.base_path.is_empty()
     }
 
+    /// The upstream path and query: the request's query follows the upstream path, after
+    /// a `&` when a rewrite put a query there (`/search?q=$1` and `?page=2` give
+    /// `/search?q=abc&page=2`, as nginx's `rewrite` does).
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> String {
+        let mut uri = self.upstream_path(path);
+        if let Some(q) = query {
+            if !uri.contains('?') {
+                uri.push('?');
+            } else if !q.is_empty() && !uri.ends_with(['?', '&']) {
+                uri.push('&');
+            }
+            uri.push_str(q);
+        }
+        uri
+    }
+
     pub fn upstream_path(&self, path: &str) -> String {
         let rewritten = match &self.rewrite {
             Some(t) => match self.regex.captures(path) {
@@ -570,6 +586,23 @@ mod tests {
         assert_eq!(c.captures("/api"), vec![""]);
         let plain = rule(json!({"pattern": "^/x", "target": "http://h"})).unwrap();
         assert_eq!(plain.upstream_path("/x/y"), "/x/y");
+        assert_eq!(plain.upstream_uri("/x/y", Some("a=1")), "/x/y?a=1");
+        assert_eq!(plain.upstream_uri("/x/y", Some("")), "/x/y?");
+        assert_eq!(plain.upstream_uri("/x/y", None), "/x/y");
+        // A rewrite that writes a query keeps it, and the request's follows it.
+        let query = rule(
+            json!({"pattern": "^/s/(\\w+)$", "target": "http://h", "rewrite": "/search?q=$1"}),
+        )
+        .unwrap();
+        assert_eq!(
+            query.upstream_uri("/s/abc", Some("page=2")),
+            "/search?q=abc&page=2"
+        );
+        assert_eq!(query.upstream_uri("/s/abc", Some("")), "/search?q=abc");
+        assert_eq!(query.upstream_uri("/s/abc", None), "/search?q=abc");
+        let open =
+            rule(json!({"pattern": "^/o$", "target": "http://h", "rewrite": "/o?"})).unwrap();
+        assert_eq!(open.upstream_uri("/o", Some("a=1")), "/o?a=1");
     }
 
     #[test]
