@@ -159,6 +159,15 @@ fn every_api_error() {
             "Rule id already exists",
         ),
         (
+            // The id the next static rule gets: it would clash after a SIGHUP adds one.
+            create(
+                &gw,
+                json!({"id": "static-1", "pattern": "^/x", "target": up.url()}),
+            ),
+            400,
+            "Invalid rule id: static-<n> ids are kept for static rules",
+        ),
+        (
             create(&gw, json!(["not", "an", "object"])),
             400,
             "The body must be a JSON object",

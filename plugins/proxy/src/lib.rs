@@ -118,7 +118,7 @@ fn static_rules(
                 continue;
             }
         };
-        let compiled = Rule::blank(&format!("static-{i}"))
+        let compiled = Rule::blank(&rule::static_id(i))
             .with_fields(&fields, true)
             .and_then(|mut r| {
                 r.readonly = true;

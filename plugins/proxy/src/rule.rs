@@ -301,6 +301,19 @@ fn rate_limit(v: &Json, strict: bool) -> Result<Option<RateLimitSpec>, String> {
     Ok(Some(RateLimitSpec { requests, window }))
 }
 
+/// The id of the static rule at `index` in the proxy's manifest.
+pub fn static_id(index: usize) -> String {
+    format!("static-{index}")
+}
+
+/// Whether `id` is one a static rule has or could get: `static-<n>`. A dynamic rule under
+/// such an id would clash with the static rule a later SIGHUP adds, which the API then
+/// reaches instead, for good.
+pub fn static_shaped(id: &str) -> bool {
+    id.strip_prefix("static-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Ids a client may choose: `[A-Za-z0-9_-]{1,64}`.
 pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -611,5 +624,10 @@ mod tests {
         assert!(!valid_id(""));
         assert!(!valid_id("has space"));
         assert!(!valid_id(&"x".repeat(65)));
+        assert!(static_shaped(&static_id(3)));
+        assert!(static_shaped("static-12"));
+        assert!(!static_shaped("static-"));
+        assert!(!static_shaped("static-x1"));
+        assert!(!static_shaped("my-static-1"));
     }
 }

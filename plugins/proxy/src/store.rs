@@ -13,7 +13,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::Mutex;
 
 use crate::resolve::Resolver;
-use crate::rule::{CompiledRule, Rule, valid_id};
+use crate::rule::{CompiledRule, Rule, static_shaped, valid_id};
 use crate::table::RuleTable;
 
 /// How many times a write is retried when another instance wrote in between.
@@ -289,6 +289,11 @@ impl RuleStore {
             let id = requested.clone().unwrap_or_else(|| fresh.clone());
             if current.contains_key(&id) || statics.has(&id) {
                 return Err(ApiError::conflict("Rule id already exists"));
+            }
+            if static_shaped(&id) {
+                return Err(ApiError::bad_request(
+                    "Invalid rule id: static-<n> ids are kept for static rules",
+                ));
             }
             let mut rule = Rule::blank(&id)
                 .with_fields(body, true)
