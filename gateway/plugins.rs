@@ -183,18 +183,26 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
     (p.manifest.enabled && keyless_auth(p)).then(|| AuthPlugin::off_warning(&p.settings))
 }
 
-/// What `buntime check` prints besides problems: the plugins that will load, and the
-/// warning for an auth-token left off for want of a key.
-pub fn summary(config: &Config) -> (usize, Vec<String>) {
-    let (_, Ok(order)) = ordered(config) else {
-        return (0, Vec::new());
-    };
-    let warnings = order
+/// Why each plugin left out is not loaded, as `serve` logs it and `check` prints it.
+fn not_loaded(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
+    order
         .skipped
         .iter()
-        .filter_map(|(i, _)| auth_off(config, *i))
-        .collect();
-    (order.load.len(), warnings)
+        .map(|(i, why)| {
+            auth_off(config, *i)
+                .unwrap_or_else(|| format!("plugin {} not loaded: {why}", effective[*i].name))
+        })
+        .collect()
+}
+
+/// What `buntime check` prints besides problems: the plugins that will load, and what
+/// `serve` would warn of: each plugin left out, and why (an auth-token with a key but a
+/// dependency left out would leave every route open).
+pub fn summary(config: &Config) -> (usize, Vec<String>) {
+    let (effective, Ok(order)) = ordered(config) else {
+        return (0, Vec::new());
+    };
+    (order.load.len(), not_loaded(config, &effective, &order))
 }
 
 /// Everything `buntime check` validates about plugins, without building them.
@@ -263,11 +271,8 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     }
     let (effective, order) = ordered(config);
     let order = order.expect("checked above");
-    for (i, why) in &order.skipped {
-        match auth_off(config, *i) {
-            Some(warning) => log::warn!("{warning}"),
-            None => log::warn!("plugin {} not loaded: {why}", effective[*i].name),
-        }
+    for warning in not_loaded(config, &effective, &order) {
+        log::warn!("{warning}");
     }
     let mut plugins = Plugins::default();
     for i in order.load {

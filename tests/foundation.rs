@@ -315,6 +315,26 @@ fn check_lists_every_bad_value_by_name() {
     let (ok, out) = check(None, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("configuration OK"), "{out}");
+    // A plugin left out is not a problem, but the check says so, as `serve` logs it: here
+    // a secret is set, yet auth-token would not load and no route would ask for a token.
+    let (ok, out) = check(
+        Some(
+            "plugins:\n  gateway:\n    enabled: false\n  auth-token:\n    dependencies: [gateway]\n",
+        ),
+        &[("AUTH_JWT_SECRET", "s3cret")],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("4 plugin(s) enabled"), "{out}");
+    assert!(
+        out.contains("warning: plugin gateway not loaded: disabled"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "warning: plugin auth-token not loaded: required dependency \"gateway\" is not loaded"
+        ),
+        "{out}"
+    );
     let (ok, out) = check(Some("server: [1, 2]\nplugins: {nope: {}}\n"), &[]);
     assert!(!ok);
     assert!(out.contains("server: must be a mapping"), "{out}");
