@@ -4,7 +4,7 @@
 //! or when the grace runs out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,6 +24,8 @@ pub enum Phase {
 pub struct Lifecycle {
     phase: AtomicU8,
     inflight: AtomicUsize,
+    /// A further SIGTERM or SIGINT came once the listener was closed: stop waiting.
+    stop_now: AtomicBool,
 }
 
 impl Lifecycle {
@@ -112,7 +114,18 @@ impl ShutdownSignalWatch for Signals {
                 _ = int.recv() => {}
             }
         }
-        log::info!("closing the listener; waiting for in-flight requests");
+        log::info!(
+            "closing the listener; waiting for in-flight requests (SIGTERM or SIGINT again to stop at once)"
+        );
+        // Pingora's server runtime, which runs this, lives on through the grace period.
+        let lifecycle = self.lifecycle.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            lifecycle.stop_now.store(true, Ordering::Release);
+        });
         ShutdownSignal::GracefulTerminate
     }
 }
@@ -149,6 +162,15 @@ pub fn watch_drain(
                 if now >= deadline {
                     log::warn!(
                         "shutdown grace ran out with {} request(s) in flight",
+                        lifecycle.inflight()
+                    );
+                    break;
+                }
+                // Someone at a terminal pressed Ctrl-C twice: they do not want to wait
+                // out the grace (Kubernetes and Docker send one SIGTERM).
+                if lifecycle.stop_now.load(Ordering::Acquire) {
+                    log::warn!(
+                        "stopping at once on a second signal, with {} request(s) in flight",
                         lifecycle.inflight()
                     );
                     break;

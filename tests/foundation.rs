@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::upstream::Upstream;
 use common::{Gateway, Options, check, raw};
@@ -496,6 +496,31 @@ fn shutdown_grace_cuts_a_stuck_request() {
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(4),
         "took {took:?}"
+    );
+}
+
+#[test]
+fn a_second_signal_stops_without_waiting_out_the_grace() {
+    let mut gw = Gateway::start(Options::default().ready());
+    let mut s = gw.connect();
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    gw.signal("INT");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(gw.is_running(), "the first signal drains");
+    let started = Instant::now();
+    gw.signal("INT");
+    let status = gw
+        .wait_exit(Duration::from_secs(10))
+        .expect("the second signal stops it, well before the 30 s grace");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        gw.stderr()
+            .contains("stopping at once on a second signal, with 1 request(s) in flight"),
+        "{}",
+        gw.stderr()
     );
 }
 
