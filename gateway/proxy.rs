@@ -477,12 +477,17 @@ impl Gateway {
                 "Invalid path",
             )));
         }
-        // RFC 9112 3.2: an HTTP/1.1 request without Host must be answered 400; Pingora
-        // lets it through.
-        if req.version != Version::HTTP_10 && !req.headers.contains_key(http::header::HOST) {
+        // RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with an invalid
+        // one, must be answered 400; Pingora lets both through (two Host lines it refuses).
+        let host_problem = match req.headers.get(http::header::HOST) {
+            None if req.version != Version::HTTP_10 => Some("Missing Host header"),
+            Some(host) if !valid_host(host.as_bytes()) => Some("Invalid Host header"),
+            _ => None,
+        };
+        if let Some(problem) = host_problem {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::BAD_REQUEST,
-                "Missing Host header",
+                problem,
             )));
         }
 
@@ -957,6 +962,16 @@ fn app_path<'a>(base: &str, path: &'a str) -> &'a str {
         Some("") | None => "/",
         Some(rest) => rest,
     }
+}
+
+/// Whether a `Host` value is `host[:port]` as RFC 3986 spells it: letters, digits,
+/// `-._~`, sub-delims, `%`, `:` and the brackets of an IPv6 address (empty is allowed, for
+/// a target without authority). No space, `/`, `@`, quote, angle bracket or raw UTF-8,
+/// which an upstream echoing the host into a link or a cache key would pass on.
+fn valid_host(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// A GET or HEAD of a static app's root without the trailing slash (`/web`): its worker

@@ -1233,10 +1233,42 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
     assert!(head.starts_with("http/1.1 400"), "{got}");
     assert!(head.contains("x-request-id: "), "{got}");
     assert!(got.ends_with(r#"{"error":"Missing Host header"}"#), "{got}");
+    // An invalid Host is refused too, whatever the version; IPv6 and ports pass.
+    for (host, version) in [
+        ("a b", "1.1"),
+        ("evil.test/x", "1.1"),
+        ("h\"x", "1.1"),
+        ("<script>", "1.0"),
+        ("caf\u{e9}.test", "1.1"),
+    ] {
+        let got = common::raw(
+            gw.port,
+            format!("GET /nohost HTTP/{version}\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+            Duration::from_secs(10),
+        );
+        assert!(
+            got.to_lowercase().starts_with("http/1.1 400"),
+            "{host}: {got}"
+        );
+        assert!(got.ends_with(r#"{"error":"Invalid Host header"}"#), "{got}");
+    }
     assert!(
         up.seen.lock().unwrap().is_empty(),
         "it reached the upstream"
     );
+    for host in ["[::1]:8080", "my_host.example:80", "xn--caf-dma.test", ""] {
+        let got = common::raw(
+            gw.port,
+            format!("GET /nohost HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(10),
+        );
+        assert!(
+            got.to_lowercase().starts_with("http/1.1 200"),
+            "{host}: {got}"
+        );
+        assert_eq!(up.last().headers["host"], host);
+    }
 
     let got = common::raw(
         gw.port,
