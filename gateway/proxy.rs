@@ -969,10 +969,25 @@ fn app_path<'a>(base: &str, path: &'a str) -> &'a str {
 /// a target without authority). No space, `/`, `@`, quote, angle bracket or raw UTF-8,
 /// which an upstream echoing the host into a link or a cache key would pass on.
 fn valid_host(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    value.iter().all(|&b| HOST_BYTES[b as usize])
 }
+
+/// The bytes of [`valid_host`], as a table: it runs on every request.
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=%:[]";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// A GET or HEAD of a static app's root without the trailing slash (`/web`): its worker
 /// would get `/` either way, and a page served at `/web` resolves its relative links
