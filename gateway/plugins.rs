@@ -14,6 +14,7 @@ use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
 use buntime_proxy::ProxyPlugin;
 
 use crate::config::{Config, PluginConfig, plugin_base};
+use crate::routes::below;
 
 /// Every plugin compiled into the binary.
 pub const CORE: &[PluginSpec] = &[
@@ -208,8 +209,9 @@ pub fn summary(config: &Config) -> (usize, Vec<String>) {
 /// Everything `buntime check` validates about plugins, without building them.
 pub fn check(config: &Config) -> Problems {
     let mut problems = Problems::default();
-    if let (_, Err(cycle)) = ordered(config) {
-        problems.push("plugins", "", cycle);
+    match ordered(config) {
+        (_, Err(cycle)) => problems.push("plugins", "", cycle),
+        (_, Ok(order)) => overlapping_bases(config, &order, &mut problems),
     }
     for p in &config.plugins {
         let s = &p.settings;
@@ -227,6 +229,35 @@ pub fn check(config: &Config) -> Problems {
         }
     }
     problems
+}
+
+/// Bases that hide routes of one another (SPEC 1 step 3 matches the runtime API first,
+/// then plugin bases): a plugin base at, under or above the runtime API's leaves requests
+/// for the overlap to the API alone (`RUNTIME_API_PREFIX=/redirects` put the API at
+/// `/redirects/api`, where the rules API lives), and a second plugin on one base is never
+/// reached.
+fn overlapping_bases(config: &Config, order: &Order, problems: &mut Problems) {
+    let api = config.server.api_base.as_str();
+    let mut taken: Vec<(&str, String)> = Vec::new();
+    for &i in &order.load {
+        let p = &config.plugins[i];
+        let Some(base) = plugin_base(p) else { continue };
+        let key = format!("plugins.{}.base", p.spec.name);
+        if below(&base, api).is_some() || below(api, &base).is_some() {
+            problems.push(
+                &key,
+                &base,
+                format!(
+                    "overlaps the runtime API at {api} (RUNTIME_API_PREFIX), which would take \
+                     the requests meant for this plugin"
+                ),
+            );
+        }
+        if let Some((other, _)) = taken.iter().find(|(_, b)| *b == base) {
+            problems.push(&key, &base, format!("is also the base of plugin {other}"));
+        }
+        taken.push((p.spec.name, base));
+    }
 }
 
 /// What `check` finds in a new configuration, plus what a reload cannot do: load or unload

@@ -315,6 +315,19 @@ fn check_lists_every_bad_value_by_name() {
     let (ok, out) = check(None, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("configuration OK"), "{out}");
+    // Bases that would hide one another's routes: the runtime API moved onto the rules
+    // API, and two plugins on one base.
+    let (ok, out) = check(
+        Some("plugins:\n  keyval:\n    base: /database\n"),
+        &[("RUNTIME_API_PREFIX", "/redirects")],
+    );
+    assert!(!ok, "{out}");
+    for needle in [
+        "plugins.proxy.base: overlaps the runtime API at /redirects/api (RUNTIME_API_PREFIX)",
+        "plugins.keyval.base: is also the base of plugin database (got /database)",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
     // A plugin left out is not a problem, but the check says so, as `serve` logs it: here
     // a secret is set, yet auth-token would not load and no route would ask for a token.
     let (ok, out) = check(
