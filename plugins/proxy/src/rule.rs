@@ -272,15 +272,11 @@ fn rate_limit(v: &Json, strict: bool) -> Result<Option<RateLimitSpec>, String> {
         Json::Object(m) => m,
         _ => return Err("Invalid rateLimit: must be an object {requests, window}".into()),
     };
-    let max = if strict {
-        RateLimitSpec::MAX_REQUESTS
-    } else {
-        u64::MAX
-    };
+    let max = RateLimitSpec::MAX_REQUESTS;
     let requests = map
         .get("requests")
         .and_then(Json::as_u64)
-        .filter(|n| (1..=max).contains(n))
+        .filter(|n| *n >= 1 && (*n <= max || !strict))
         .ok_or_else(|| format!("Invalid rateLimit: requests must be an integer from 1 to {max}"))?;
     let window = match map.get("window") {
         Some(w) => duration("window", w).map_err(|e| format!("Invalid rateLimit: {e}"))?,

@@ -256,11 +256,12 @@ impl Settings {
         match parsed {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                self.problem(
-                    problems,
-                    path,
-                    format!("must be a whole number from {min} to {max}"),
-                );
+                let range = if max == u64::MAX {
+                    format!("at least {min}")
+                } else {
+                    format!("from {min} to {max}")
+                };
+                self.problem(problems, path, format!("must be a whole number {range}"));
                 None
             }
         }
@@ -392,6 +393,13 @@ mod tests {
         assert_eq!(
             p.to_string(),
             "PORT: must be a whole number from 1 to 65535 (got \"eighty\")"
+        );
+        // No upper bound: none is printed (not 18446744073709551615).
+        let mut p = Problems::default();
+        assert_eq!(s.u64_in("port", 1, u64::MAX, &mut p), None);
+        assert_eq!(
+            p.to_string(),
+            "PORT: must be a whole number at least 1 (got \"eighty\")"
         );
     }
 
