@@ -184,26 +184,30 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
     (p.manifest.enabled && keyless_auth(p)).then(|| AuthPlugin::off_warning(&p.settings))
 }
 
-/// Why each plugin left out is not loaded, as `serve` logs it and `check` prints it.
-fn not_loaded(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
-    order
-        .skipped
+/// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
+/// not loaded, and a JWT secret too short to be safe.
+fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
+    let not_loaded = order.skipped.iter().map(|(i, why)| {
+        auth_off(config, *i)
+            .unwrap_or_else(|| format!("plugin {} not loaded: {why}", effective[*i].name))
+    });
+    let weak_secret = order
+        .load
         .iter()
-        .map(|(i, why)| {
-            auth_off(config, *i)
-                .unwrap_or_else(|| format!("plugin {} not loaded: {why}", effective[*i].name))
-        })
-        .collect()
+        .map(|&i| &config.plugins[i])
+        .filter(|p| p.spec.name == "auth-token")
+        .filter_map(|p| AuthPlugin::weak_secret_warning(&p.settings));
+    not_loaded.chain(weak_secret).collect()
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and what
 /// `serve` would warn of: each plugin left out, and why (an auth-token with a key but a
-/// dependency left out would leave every route open).
+/// dependency left out would leave every route open), and a weak JWT secret.
 pub fn summary(config: &Config) -> (usize, Vec<String>) {
     let (effective, Ok(order)) = ordered(config) else {
         return (0, Vec::new());
     };
-    (order.load.len(), not_loaded(config, &effective, &order))
+    (order.load.len(), warnings(config, &effective, &order))
 }
 
 /// Everything `buntime check` validates about plugins, without building them.
@@ -302,7 +306,7 @@ pub fn build(config: &Config) -> Result<Plugins, Problems> {
     }
     let (effective, order) = ordered(config);
     let order = order.expect("checked above");
-    for warning in not_loaded(config, &effective, &order) {
+    for warning in warnings(config, &effective, &order) {
         log::warn!("{warning}");
     }
     let mut plugins = Plugins::default();

@@ -328,6 +328,18 @@ fn check_lists_every_bad_value_by_name() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
+    // A JWT secret shorter than RFC 7518 asks is a warning (never printed itself).
+    let (ok, out) = check(None, &[("AUTH_JWT_SECRET", "s3cret")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "warning: AUTH_JWT_SECRET: the JWT secret is 6 bytes; RFC 7518 3.2 asks at least 32"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
+    let (ok, out) = check(None, &[("AUTH_JWT_SECRET", &"k".repeat(32))]);
+    assert!(ok && !out.contains("warning"), "{out}");
     // A plugin left out is not a problem, but the check says so, as `serve` logs it: here
     // a secret is set, yet auth-token would not load and no route would ask for a token.
     let (ok, out) = check(

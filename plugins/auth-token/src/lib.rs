@@ -101,6 +101,22 @@ impl AuthPlugin {
         why
     }
 
+    /// What to say of a shared secret shorter than RFC 7518 3.2 asks (at least the hash's
+    /// size: 32 bytes for HS256, 48 for HS384, 64 for HS512): whoever holds one token can
+    /// try to guess a short secret offline, then sign tokens of their own. A warning, not a
+    /// problem: refusing it would stop an existing deployment from starting.
+    pub fn weak_secret_warning(s: &Settings) -> Option<String> {
+        let len = s.string("secret", &mut Problems::default())?.len();
+        (len > 0 && len < 32).then(|| {
+            format!(
+                "{}: the JWT secret is {len} bytes; RFC 7518 3.2 asks at least 32 for HS256 \
+                 (48 for HS384, 64 for HS512): whoever holds a token can try to guess a short \
+                 secret offline and sign tokens of their own",
+                s.name_of("secret")
+            )
+        })
+    }
+
     pub fn new(config: AuthConfig) -> AuthPlugin {
         AuthPlugin {
             verifier: Arc::new(Verifier::new(config)),
