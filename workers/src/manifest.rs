@@ -176,12 +176,11 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
     let rate_limit = match s.get("rateLimit") {
         None => None,
         Some(_) => {
-            let requests = s.u64_in("rateLimit.requests", 1, RateLimitSpec::MAX_REQUESTS, &mut p);
-            let window = s
-                .duration("rateLimit.window", &mut p)
-                .unwrap_or(RateLimitSpec::DEFAULT_WINDOW);
-            if !RateLimitSpec::valid_window(window) {
-                s.problem(&mut p, "rateLimit.window", RateLimitSpec::WINDOW_RULE);
+            let (requests, window) = s.rate_limit_parts("rateLimit", &mut p);
+            // An app's limit has no default count: a block without one is a mistake, not
+            // "no limit" (a proxy rule's `rateLimit` is refused the same way).
+            if s.get("rateLimit.requests").is_none() {
+                s.problem(&mut p, "rateLimit.requests", "is required");
             }
             requests.map(|requests| RateLimitSpec { requests, window })
         }
@@ -445,7 +444,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(
             d.path(),
-            "command: node server.js\ntimeout: soon\nmaxBodySize: 200mb\ninstances: 0\nlisten: pipe\nhealthPath: health\nentrypoint: ../../etc/passwd\nrateLimit: {requests: 5, window: 1500ms}\n",
+            "command: [x]\nrateLimit: {requests: 5, window: 1500ms}\n",
+        );
+        let err = load(d.path()).unwrap_err();
+        assert!(
+            err.contains("rateLimit.window: must be whole seconds"),
+            "{err}"
+        );
+        write(
+            d.path(),
+            "command: node server.js\ntimeout: soon\nmaxBodySize: 200mb\ninstances: 0\nlisten: pipe\nhealthPath: health\nentrypoint: ../../etc/passwd\nrateLimit: {window: 1m}\n",
         );
         let err = load(d.path()).unwrap_err();
         for key in [
@@ -456,7 +464,7 @@ mod tests {
             "listen",
             "healthPath",
             "entrypoint",
-            "rateLimit.window",
+            "rateLimit.requests: is required",
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use buntime_plugin_sdk::{GlobSet, Problems, RateLimitSpec, Settings};
+use buntime_plugin_sdk::{GlobSet, Problems, Settings};
 use http::{HeaderName, HeaderValue};
 
 use crate::cors::{Cors, OriginRule};
@@ -141,20 +141,8 @@ fn cors(s: &Settings, problems: &mut Problems) -> Option<Cors> {
 
 fn limit(s: &Settings, api_base: &str, problems: &mut Problems) -> Option<LimitConfig> {
     let enabled = s.bool("rateLimit.enabled", problems).unwrap_or(true);
-    let requests = s
-        .u64_in(
-            "rateLimit.requests",
-            1,
-            RateLimitSpec::MAX_REQUESTS,
-            problems,
-        )
-        .unwrap_or(100);
-    let window = s
-        .duration("rateLimit.window", problems)
-        .unwrap_or(RateLimitSpec::DEFAULT_WINDOW);
-    if !RateLimitSpec::valid_window(window) {
-        s.problem(problems, "rateLimit.window", RateLimitSpec::WINDOW_RULE);
-    }
+    let (requests, window) = s.rate_limit_parts("rateLimit", problems);
+    let requests = requests.unwrap_or(100);
     let key_by = match s
         .string("rateLimit.keyBy", problems)
         .as_deref()

@@ -267,6 +267,28 @@ impl Settings {
         }
     }
 
+    /// The `requests` and `window` of the `rateLimit` block at `path`, as the gateway and an
+    /// app manifest spell it: the count if given (1 to `RateLimitSpec::MAX_REQUESTS`), and
+    /// the window, `RateLimitSpec::DEFAULT_WINDOW` if not given, held to
+    /// `RateLimitSpec::valid_window`. Problems name `<path>.requests` or `<path>.window`.
+    pub fn rate_limit_parts(&self, path: &str, problems: &mut Problems) -> (Option<u64>, Duration) {
+        use crate::RateLimitSpec;
+        let requests = self.u64_in(
+            &format!("{path}.requests"),
+            1,
+            RateLimitSpec::MAX_REQUESTS,
+            problems,
+        );
+        let window_key = format!("{path}.window");
+        let window = self
+            .duration(&window_key, problems)
+            .unwrap_or(RateLimitSpec::DEFAULT_WINDOW);
+        if !RateLimitSpec::valid_window(window) {
+            self.problem(problems, &window_key, RateLimitSpec::WINDOW_RULE);
+        }
+        (requests, window)
+    }
+
     /// A duration: seconds as a number, or `500ms`, `30s`, `1m`, `1h`, `1d`.
     pub fn duration(&self, path: &str, problems: &mut Problems) -> Option<Duration> {
         let text = self.scalar_text(path, problems)?;
