@@ -30,7 +30,8 @@ static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "buntime",
-    about = "Buntime Gateway: an edge gateway on Pingora"
+    about = "Buntime Gateway: an edge gateway on Pingora",
+    version = state::VERSION
 )]
 struct Cli {
     #[command(subcommand)]

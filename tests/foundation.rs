@@ -29,6 +29,20 @@ fn health_live_ready_and_well_known() {
 }
 
 #[test]
+fn version_subcommand_and_flags_print_the_version() {
+    // `--version` and `-V` are what packaging scripts and people try first.
+    let want = format!("buntime {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["version"][..], &["--version"], &["-V"]] {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
+    }
+}
+
+#[test]
 fn request_id_is_echoed_or_made() {
     let gw = Gateway::start(Options::default());
     let r = gw.get_with("/nowhere", &[("x-request-id", "abc-123")]);
