@@ -490,6 +490,14 @@ impl Gateway {
                 problem,
             )));
         }
+        // RFC 9112 6.1 asks a 501 for a transfer coding the server does not apply.
+        if req.headers.contains_key(http::header::TRANSFER_ENCODING) && !chunked_only(&req.headers)
+        {
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::NOT_IMPLEMENTED,
+                "Unsupported Transfer-Encoding",
+            )));
+        }
 
         for p in &shared.plugins.loaded {
             if let Some(resp) = p.plugin.on_early_request(&self.info(req, ctx)) {
@@ -970,6 +978,22 @@ fn app_path<'a>(base: &str, path: &'a str) -> &'a str {
 /// which an upstream echoing the host into a link or a cache key would pass on.
 fn valid_host(value: &[u8]) -> bool {
     value.iter().all(|&b| HOST_BYTES[b as usize])
+}
+
+/// Whether a request's `Transfer-Encoding` is one `chunked` and nothing else. Pingora
+/// takes off the chunks and sends the body upstream as `chunked` alone: a `gzip` before
+/// them reached the upstream as bytes it could not tell from a plain body.
+fn chunked_only(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    matches!(
+        (codings.next(), codings.next()),
+        (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked")
+    )
 }
 
 /// The bytes of [`valid_host`], as a table: it runs on every request.

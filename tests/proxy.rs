@@ -1286,6 +1286,47 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
     assert!(!seen.headers.contains_key("x-forwarded-host"), "{seen:?}");
 }
 
+/// A request body in a transfer coding besides `chunked` is refused with 501 (RFC 9112 6.1,
+/// as nginx does): Pingora took off the chunks and sent `gzip, chunked` upstream as
+/// `chunked` alone, so the upstream read gzip bytes as the plain body.
+#[test]
+fn transfer_codings_besides_chunked_are_refused() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/coded", "target": up.url()}));
+    let post = |codings: &str| {
+        let request = format!(
+            "POST /coded HTTP/1.1\r\nHost: x\r\n{codings}Connection: close\r\n\r\n\
+             3\r\nabc\r\n0\r\n\r\n"
+        );
+        common::raw(gw.port, request.as_bytes(), Duration::from_secs(10))
+    };
+    for codings in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    ] {
+        let got = post(codings);
+        assert!(got.starts_with("HTTP/1.1 501"), "{codings}: {got}");
+        assert!(
+            got.ends_with(r#"{"error":"Unsupported Transfer-Encoding"}"#),
+            "{got}"
+        );
+    }
+    assert!(
+        up.seen.lock().unwrap().is_empty(),
+        "it reached the upstream"
+    );
+    for codings in [
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: Chunked \r\n",
+    ] {
+        let got = post(codings);
+        assert!(got.starts_with("HTTP/1.1 200"), "{codings}: {got}");
+        assert_eq!(up.last().body, b"abc");
+    }
+}
+
 /// A client that stops reading a large answer is cut off once a write to it has waited
 /// 60 s (nginx's `send_timeout`). Pingora waited forever, holding the client's connection,
 /// the upstream's and the buffered body for as long as the client liked.
