@@ -424,9 +424,13 @@ impl ProxyHttp for Gateway {
             lease.worker.count_error();
         }
         if let Some(metrics) = &self.shared.plugins.typed.metrics {
+            // Before the upstream's header any failure is the exchange's; after it, only
+            // the upstream's own (a body cut short, a stall past the read timeout).
             let upstream_error = e
-                .filter(|_| !client_gone)
-                .filter(|_| ctx.upstream_start.is_some() && ctx.upstream_time.is_none())
+                .filter(|_| !client_gone && ctx.upstream_start.is_some())
+                .filter(|e| {
+                    ctx.upstream_time.is_none() || matches!(e.esource(), ErrorSource::Upstream)
+                })
                 .map(upstream_error_kind);
             metrics.metrics().record(&RequestRecord {
                 route: &ctx.route,

@@ -250,6 +250,52 @@ fn rate_limit_rejections_are_counted() {
     );
 }
 
+/// An upstream that sends its header and then hangs up mid-body failed the exchange: the
+/// client gets a cut answer, and the error counter must show it as it shows a refused
+/// connection.
+#[test]
+fn an_upstream_cutting_its_body_short_is_counted() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part");
+        }
+    });
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    for (id, target) in [
+        ("cut", format!("http://127.0.0.1:{port}")),
+        ("whole", up.url()),
+    ] {
+        let rule = json!({"id": id, "pattern": format!("^/{id}"), "target": target});
+        let r = gw.json("POST", "/redirects/api/rules", &[], &rule);
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    for path in ["/cut", "/whole"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+    // The answer is logged, and counted, once the client's connection is done with.
+    let errors = |route: &str| {
+        let labels = [("route", route), ("kind", "reset")];
+        value(&scrape(&gw), "buntime_upstream_errors_total", &labels)
+    };
+    let counted = common::eventually(Duration::from_secs(5), || {
+        (errors("rule:cut") == 1.0).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "cut body not counted: {}",
+        errors("rule:cut")
+    );
+    assert_eq!(errors("rule:whole"), 0.0);
+}
+
 #[test]
 fn unlabelled_families_exist_from_start_up() {
     let gw = Gateway::start(Options::default().ready());
