@@ -840,11 +840,19 @@ impl Gateway {
         let host = incoming(&X_FORWARDED_HOST)
             .or_else(|| session.req_header().headers.get(http::header::HOST))
             .cloned();
+        // From a client that is not a trusted proxy, only the gateway's own forwarding
+        // headers pass: frameworks that believe `Forwarded` or `X-Forwarded-Port`/
+        // `-Prefix` (Spring, Tomcat) would build links and redirects from the client's
+        // choice, as they would take its address from `Forwarded: for=`.
         let spoofable: Vec<String> = up
             .headers
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| *k == "x-identity" || k.starts_with("x-auth-"))
+            .filter(|k| {
+                *k == "x-identity"
+                    || k.starts_with("x-auth-")
+                    || (!trusted && (*k == "forwarded" || k.starts_with("x-forwarded-")))
+            })
             .map(String::from)
             .collect();
         for name in spoofable {

@@ -658,8 +658,8 @@ fn client_header_names_upstream() {
     }
 }
 
-/// X-Forwarded-* from a trusted proxy are kept (X-Forwarded-For extended); from anyone
-/// else they are replaced.
+/// X-Forwarded-* and Forwarded from a trusted proxy are kept (X-Forwarded-For extended);
+/// from anyone else the gateway's own replace them and the rest are dropped.
 #[test]
 fn forwarding_headers_follow_trust() {
     let up = Upstream::http();
@@ -667,6 +667,9 @@ fn forwarding_headers_follow_trust() {
         ("x-forwarded-for", "203.0.113.5"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "public.example"),
+        ("x-forwarded-port", "443"),
+        ("X-Forwarded-Prefix", "/evil"),
+        ("forwarded", "for=203.0.113.5;proto=https"),
     ];
     let rule = json!({"pattern": "^/svc", "target": up.url()});
 
@@ -682,6 +685,9 @@ fn forwarding_headers_follow_trust() {
     assert_eq!(h["x-real-ip"], "203.0.113.5");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "public.example");
+    assert_eq!(h["x-forwarded-port"], "443");
+    assert_eq!(h["x-forwarded-prefix"], "/evil");
+    assert_eq!(h["forwarded"], "for=203.0.113.5;proto=https");
 
     let direct = Gateway::start(Options::default().ready());
     created(&direct, rule);
@@ -691,6 +697,9 @@ fn forwarding_headers_follow_trust() {
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", direct.port));
+    for dropped in ["x-forwarded-port", "x-forwarded-prefix", "forwarded"] {
+        assert!(!h.contains_key(dropped), "{dropped} passed: {h:?}");
+    }
 }
 
 #[test]
