@@ -292,6 +292,39 @@ fn rate_limit_by_header_and_rule_override() {
     );
 }
 
+/// Keyed by a credential header, clients are limited apart, but the buckets API names
+/// them by a fingerprint: a dashboard listing buckets must not show tokens or cookies.
+#[test]
+fn credential_keys_are_listed_by_a_fingerprint() {
+    let gw = Gateway::start(
+        Options::default()
+            .env("GATEWAY_RATE_LIMIT_KEY_BY", "header:Authorization")
+            .env("GATEWAY_RATE_LIMIT_REQUESTS", "2")
+            .env("GATEWAY_RATE_LIMIT_EXCLUDE", "/gateway/api/**")
+            .ready(),
+    );
+    let token = [("authorization", "Bearer secret-token-1")];
+    assert_eq!(gw.get_with("/x", &token).status, 404);
+    assert_eq!(gw.get_with("/x", &token).status, 404);
+    assert_eq!(gw.get_with("/x", &token).status, 429);
+    let other = [("authorization", "Bearer secret-token-2")];
+    assert_eq!(gw.get_with("/x", &other).status, 404);
+    let listed = gw.get("/gateway/api/rate-limit/buckets").text();
+    assert!(!listed.contains("secret-token"), "{listed}");
+    let buckets: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let full = buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["count"] == 3)
+        .unwrap_or_else(|| panic!("{listed}"));
+    let key = full["key"].as_str().unwrap();
+    assert!(key.starts_with("secret:"), "{key}");
+    let path = format!("/gateway/api/rate-limit/buckets/{key}");
+    assert_eq!(gw.send("DELETE", &path, &[], None).json()["deleted"], true);
+    assert_eq!(gw.get_with("/x", &token).status, 404, "its count was reset");
+}
+
 #[test]
 fn trusted_proxies_decide_the_client_address() {
     let gw = Gateway::start(

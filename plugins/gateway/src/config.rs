@@ -15,6 +15,22 @@ pub enum KeyBy {
     Claim(String),
 }
 
+impl KeyBy {
+    /// Whether the header keyed by carries a credential, which the buckets API must not
+    /// show: `Authorization`, `Proxy-Authorization`, `Cookie`, `X-API-Key`.
+    pub fn is_credential(&self) -> bool {
+        match self {
+            KeyBy::Header(name) => {
+                *name == http::header::AUTHORIZATION
+                    || *name == http::header::PROXY_AUTHORIZATION
+                    || *name == http::header::COOKIE
+                    || name.as_str() == "x-api-key"
+            }
+            KeyBy::Ip | KeyBy::Claim(_) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LimitConfig {
     pub enabled: bool,

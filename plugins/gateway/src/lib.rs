@@ -116,6 +116,7 @@ impl GatewayPlugin {
             }),
         };
         match text.filter(|t| !t.is_empty()) {
+            Some(t) if key_by.is_credential() => Client::Secret(t),
             Some(t) => Client::Text(t),
             None => Client::Ip(req.client_ip),
         }

@@ -3,9 +3,11 @@
 //! per instance.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,6 +28,9 @@ pub const MAX_LISTED_KEYS: usize = 10_000;
 pub enum Client<'a> {
     Ip(IpAddr),
     Text(&'a str),
+    /// A credential (an `Authorization`, `Cookie` or API key header): counted as any
+    /// text, but listed by a fingerprint, never as itself.
+    Secret(&'a str),
 }
 
 /// A client as remembered for the buckets API.
@@ -33,6 +38,7 @@ pub enum Client<'a> {
 enum Owned {
     Ip(IpAddr),
     Text(String),
+    Secret(String),
 }
 
 impl Owned {
@@ -40,6 +46,7 @@ impl Owned {
         match client {
             Client::Ip(ip) => Owned::Ip(ip),
             Client::Text(t) => Owned::Text(t.to_string()),
+            Client::Secret(t) => Owned::Secret(t.to_string()),
         }
     }
 
@@ -47,6 +54,7 @@ impl Owned {
         match self {
             Owned::Ip(ip) => Client::Ip(*ip),
             Owned::Text(t) => Client::Text(t),
+            Owned::Secret(t) => Client::Secret(t),
         }
     }
 
@@ -54,8 +62,17 @@ impl Owned {
         match self {
             Owned::Ip(ip) => ip.to_string(),
             Owned::Text(t) => t.clone(),
+            Owned::Secret(t) => fingerprint(t),
         }
     }
+}
+
+/// A secret's name in the buckets API: a hash keyed at random per process, so the list
+/// tells keys apart (and one can be deleted) without showing them, and a short password
+/// in a `Basic` header cannot be found by hashing guesses.
+fn fingerprint(secret: &str) -> String {
+    static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+    format!("secret:{:016x}", KEY.hash_one(secret))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,6 +348,36 @@ mod tests {
         );
         assert_eq!(l.clear(), 2);
         assert!(l.buckets(100).is_empty());
+    }
+
+    #[test]
+    fn secrets_are_listed_by_a_fingerprint() {
+        let l = Limiter::default();
+        l.check("", Client::Secret("Bearer tok-1"), 1, MINUTE);
+        l.check("rule:r", Client::Secret("Bearer tok-2"), 1, MINUTE);
+        let names: Vec<String> = l
+            .buckets(100)
+            .iter()
+            .map(|b| b["key"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.iter().all(|n| !n.contains("tok-")), "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("secret:")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("rule:r|secret:")),
+            "{names:?}"
+        );
+        // Still counted as itself, and deleted by the listed name.
+        assert!(
+            !l.check("", Client::Secret("Bearer tok-1"), 1, MINUTE)
+                .allowed
+        );
+        let first = names.iter().find(|n| n.starts_with("secret:")).unwrap();
+        assert!(l.delete(first));
+        assert!(
+            l.check("", Client::Secret("Bearer tok-1"), 1, MINUTE)
+                .allowed
+        );
     }
 
     /// How close the estimator is (README, "Rate limiting"). Alone in the sketch a client
