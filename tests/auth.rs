@@ -457,6 +457,24 @@ fn rate_limit_by_claim() {
     assert_eq!(call(&s.gw, &bob).status, 200);
 }
 
+/// A numeric claim keys as well as a string one; it used to fall back to the address,
+/// so every user behind one NAT shared a count.
+#[test]
+fn rate_limit_by_numeric_claim() {
+    let s = setup(&[
+        ("GATEWAY_RATE_LIMIT_REQUESTS", "2"),
+        ("GATEWAY_RATE_LIMIT_KEY_BY", "claim:uid"),
+    ]);
+    let one = mint(Algorithm::HS256, json!({"uid": 1, "exp": now() + 300}));
+    let two = mint(Algorithm::HS256, json!({"uid": 2, "exp": now() + 300}));
+    assert_eq!(call(&s.gw, &one).status, 200);
+    assert_eq!(call(&s.gw, &one).status, 200);
+    assert_eq!(call(&s.gw, &one).status, 429);
+    assert_eq!(call(&s.gw, &two).status, 200);
+    assert_eq!(call(&s.gw, &two).status, 200);
+    assert_eq!(call(&s.gw, &two).status, 429);
+}
+
 fn jwk(key: &str, kid: &str) -> Value {
     json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid, "x": fixture(key).trim()})
 }

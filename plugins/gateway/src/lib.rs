@@ -110,10 +110,12 @@ impl GatewayPlugin {
         let text = match key_by {
             KeyBy::Ip => None,
             KeyBy::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()),
-            KeyBy::Claim(name) => req.identity.and_then(|id| match id.claims.get(name) {
+            KeyBy::Claim(name) => match req.identity.and_then(|id| id.claims.get(name)) {
                 Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                // A numeric user or tenant id is as good a key as a string one.
+                Some(serde_json::Value::Number(n)) => return Client::Number(n),
                 _ => None,
-            }),
+            },
         };
         match text.filter(|t| !t.is_empty()) {
             Some(t) if key_by.is_credential() => Client::Secret(t),

@@ -31,6 +31,8 @@ pub enum Client<'a> {
     /// A credential (an `Authorization`, `Cookie` or API key header): counted as any
     /// text, but listed by a fingerprint, never as itself.
     Secret(&'a str),
+    /// A claim that is a number (`"uid": 42`).
+    Number(&'a serde_json::Number),
 }
 
 /// A client as remembered for the buckets API.
@@ -39,6 +41,7 @@ enum Owned {
     Ip(IpAddr),
     Text(String),
     Secret(String),
+    Number(serde_json::Number),
 }
 
 impl Owned {
@@ -47,6 +50,7 @@ impl Owned {
             Client::Ip(ip) => Owned::Ip(ip),
             Client::Text(t) => Owned::Text(t.to_string()),
             Client::Secret(t) => Owned::Secret(t.to_string()),
+            Client::Number(n) => Owned::Number(n.clone()),
         }
     }
 
@@ -55,6 +59,7 @@ impl Owned {
             Owned::Ip(ip) => Client::Ip(*ip),
             Owned::Text(t) => Client::Text(t),
             Owned::Secret(t) => Client::Secret(t),
+            Owned::Number(n) => Client::Number(n),
         }
     }
 
@@ -63,6 +68,7 @@ impl Owned {
             Owned::Ip(ip) => ip.to_string(),
             Owned::Text(t) => t.clone(),
             Owned::Secret(t) => fingerprint(t),
+            Owned::Number(n) => n.to_string(),
         }
     }
 }
@@ -348,6 +354,16 @@ mod tests {
         );
         assert_eq!(l.clear(), 2);
         assert!(l.buckets(100).is_empty());
+    }
+
+    #[test]
+    fn numbers_are_listed_as_written() {
+        let l = Limiter::default();
+        let id = serde_json::Number::from(42);
+        l.check("", Client::Number(&id), 1, MINUTE);
+        assert_eq!(l.buckets(100)[0]["key"], "42");
+        assert!(!l.check("", Client::Number(&id), 1, MINUTE).allowed);
+        assert!(l.delete("42"));
     }
 
     #[test]
