@@ -174,9 +174,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // Checked here first so that, once the rules are read, a request awaits nothing.
         let req = session.req_header();
-        if self.shared.router.awaits_rules(&req.method, req.uri.path()) {
+        if self.shared.router.rules_pending() {
             self.shared
-                .wait_for_rules(&req.method, req.uri.path())
+                .wait_for_rules(&req.method, req.uri.path(), is_websocket(req))
                 .await;
         }
         let next = self.admit(session.req_header(), ctx);

@@ -98,14 +98,24 @@ impl Router {
         &self.api_base
     }
 
-    /// Whether routing this request needs dynamic rules that have not been read yet: the
-    /// rule table is still the static rules alone (the database has not answered since
-    /// start) and the request is not one the runtime or a plugin owns.
-    pub fn awaits_rules(&self, method: &Method, path: &str) -> bool {
+    /// Whether the dynamic rules have not been read since start (one atomic load).
+    pub fn rules_pending(&self) -> bool {
         self.rules_loaded
             .as_ref()
             .is_some_and(|loaded| !loaded.load(Ordering::Acquire))
+    }
+
+    /// Whether routing this request needs dynamic rules that have not been read yet: the
+    /// rule table is still the static rules alone (the database has not answered since
+    /// start), the request is not one the runtime or a plugin owns, and no static rule
+    /// takes it (static rules match before any dynamic one).
+    pub fn awaits_rules(&self, method: &Method, path: &str, websocket: bool) -> bool {
+        self.rules_pending()
             && self.own_route(method, path).is_none()
+            && self
+                .rules
+                .as_ref()
+                .is_none_or(|rules| rules.load().matching(path, websocket).is_none())
     }
 
     /// `websocket`: the request asks for a WebSocket upgrade (rules with `ws: false` skip it).
@@ -285,19 +295,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rules_come_after_plugin_bases() {
+    fn static_rule(pattern: &str) -> Arc<CompiledRule> {
         let rule = buntime_proxy::Rule::blank("r")
             .with_fields(
-                serde_json::json!({"pattern": "^/", "target": "http://127.0.0.1:1"})
+                serde_json::json!({"pattern": pattern, "target": "http://127.0.0.1:1"})
                     .as_object()
                     .unwrap(),
                 true,
             )
             .unwrap();
-        let compiled =
-            Arc::new(CompiledRule::compile(rule, &buntime_proxy::Resolver::default()).unwrap());
-        let table = RuleTable::build(vec![compiled]).unwrap();
+        Arc::new(CompiledRule::compile(rule, &buntime_proxy::Resolver::default()).unwrap())
+    }
+
+    #[test]
+    fn rules_come_after_plugin_bases() {
+        let table = RuleTable::build(vec![static_rule("^/")]).unwrap();
         let loaded = Arc::new(AtomicBool::new(false));
         let r = Router {
             api_base: "/api".into(),
@@ -325,20 +337,34 @@ mod tests {
             r.route(&Method::GET, "/anything", &HeaderMap::new(), false),
             Route::Rule(_)
         ));
-        // Before the dynamic rules are read, only what is routed ahead of them is sure.
+        // Before the dynamic rules are read, only what is routed ahead of them is sure: the
+        // runtime's and plugins' routes, and the static rules (here `^/`, so a table with
+        // it alone is tried as well).
+        assert!(!r.awaits_rules(&Method::GET, "/anything", false));
+        let r = Router {
+            rules: Some(Arc::new(ArcSwap::from_pointee(
+                RuleTable::build(vec![static_rule("^/static")]).unwrap(),
+            ))),
+            ..r
+        };
         for (method, path, waits) in [
             (Method::GET, "/anything", true),
             (Method::GET, "/", true),
+            (Method::GET, "/static/x", false),
             (Method::GET, "/api/health/ready", false),
             (Method::POST, "/redirects/api/rules", false),
             (Method::GET, "/metrics", false),
             (Method::POST, "/metrics", true),
             (Method::GET, "/.well-known/buntime", false),
         ] {
-            assert_eq!(r.awaits_rules(&method, path), waits, "{method} {path}");
+            assert_eq!(
+                r.awaits_rules(&method, path, false),
+                waits,
+                "{method} {path}"
+            );
         }
         loaded.store(true, Ordering::Release);
-        assert!(!r.awaits_rules(&Method::GET, "/anything"));
+        assert!(!r.awaits_rules(&Method::GET, "/anything", false));
     }
 
     #[test]

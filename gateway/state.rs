@@ -99,8 +99,8 @@ impl Shared {
     /// same name, for a path a rule owns (Envoy's listeners warm up the same way). Past the
     /// deadline requests are routed with what is loaded, so a database that is down at
     /// start does not stop the apps (SPEC 7.1).
-    pub async fn wait_for_rules(&self, method: &http::Method, path: &str) {
-        while self.router.awaits_rules(method, path) {
+    pub async fn wait_for_rules(&self, method: &http::Method, path: &str, websocket: bool) {
+        while self.router.awaits_rules(method, path, websocket) {
             let Some(left) = RULES_WARM_UP.checked_sub(self.started.elapsed()) else {
                 return;
             };

@@ -1412,10 +1412,27 @@ fn requests_at_start_wait_for_the_rules() {
 
 /// The wait for the rules ends 10 s after start: with the database still down, requests
 /// are then routed with what is loaded (here nothing, so a `404`), never held for good.
+/// A request a static rule takes does not wait at all: no dynamic rule could come first.
 #[test]
 fn the_wait_for_the_rules_ends_after_ten_seconds() {
+    let up = Upstream::http();
     let down = format!("http://127.0.0.1:{}", common::free_port());
-    let gw = Gateway::start(Options::default().env("DATABASE_LIBSQL_URL", &down));
+    let gw = Gateway::start(
+        Options::default()
+            .env("DATABASE_LIBSQL_URL", &down)
+            .config(&format!(
+                "plugins:\n  proxy:\n    rules:\n      - {{pattern: '^/static', target: '{}'}}\n",
+                up.url()
+            )),
+    );
+    let asked = Instant::now();
+    let r = gw.get("/static/x");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "a static rule's request waited {:?}",
+        asked.elapsed()
+    );
     let asked = Instant::now();
     let r = gw.get("/early/x");
     let waited = asked.elapsed();
