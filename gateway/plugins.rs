@@ -12,6 +12,7 @@ use buntime_keyval::{KeyVal, KeyvalPlugin};
 use buntime_metrics::MetricsPlugin;
 use buntime_plugin_sdk::{Manifest, Plugin, PluginSpec, Problems};
 use buntime_proxy::ProxyPlugin;
+use buntime_workers::Discovery;
 
 use crate::config::{Config, PluginConfig, plugin_base};
 use crate::routes::below;
@@ -185,7 +186,7 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, and a JWT secret too short to be safe.
+/// not loaded, a JWT secret too short to be safe, and app folders no request can reach.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
@@ -197,7 +198,44 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
         .map(|&i| &config.plugins[i])
         .filter(|p| p.spec.name == "auth-token")
         .filter_map(|p| AuthPlugin::weak_secret_warning(&p.settings));
-    not_loaded.chain(weak_secret).collect()
+    not_loaded
+        .chain(weak_secret)
+        .chain(shadowed_apps(config, order))
+        .collect()
+}
+
+/// App folders whose plain paths the runtime API or a plugin routes first (SPEC 1):
+/// `apps/gateway` is listed by `/api/apps`, yet `/gateway/...` is the gateway plugin's.
+/// Named at start only; a folder added later is not.
+fn shadowed_apps(config: &Config, order: &Order) -> Vec<String> {
+    let api = &config.server.api_base;
+    let plugins: Vec<(&str, String)> = order
+        .load
+        .iter()
+        .filter_map(|&i| plugin_base(&config.plugins[i]).map(|b| (config.plugins[i].spec.name, b)))
+        .collect();
+    Discovery::new(config.server.worker_dirs.clone(), Vec::new())
+        .list()
+        .into_iter()
+        .filter_map(|app| {
+            let (name, path) = (&app.name, &app.path);
+            let own = format!("/{name}");
+            if below(&own, api).is_some() {
+                // Discovery never resolves the API's segment, with a version or without.
+                return Some(format!(
+                    "app {name} ({path}) is never reached: the runtime API owns {api}; \
+                     rename its folder"
+                ));
+            }
+            let (plugin, base) = plugins
+                .iter()
+                .find(|(_, base)| below(&own, base).is_some())?;
+            Some(format!(
+                "app {name} ({path}) is reached only as /{name}@<version>/...: plugin \
+                 {plugin} owns {base}; rename its folder"
+            ))
+        })
+        .collect()
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and what

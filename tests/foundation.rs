@@ -380,6 +380,34 @@ fn check_lists_every_bad_value_by_name() {
     assert!(out.contains("plugins.nope: unknown plugin"), "{out}");
 }
 
+/// An app folder named like a plugin's base (or the runtime API's) is deployed and listed,
+/// but the route order sends its plain paths elsewhere; the check says so.
+#[test]
+fn check_names_app_folders_a_plugin_shadows() {
+    let apps = tempfile::tempdir().unwrap();
+    for name in ["gateway", "api", "hello"] {
+        common::write(&apps.path().join(name).join("manifest.yaml"), "ttl: 1m\n");
+    }
+    let dirs = apps.path().display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
+    assert!(ok, "{out}");
+    for needle in [
+        "warning: app gateway (",
+        "is reached only as /gateway@<version>/...: plugin gateway owns /gateway",
+        "warning: app api (",
+        "is never reached: the runtime API owns /api",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    assert!(!out.contains("app hello"), "{out}");
+    // With the API moved, `api` is an ordinary name.
+    let (_, out) = check(
+        None,
+        &[("RUNTIME_WORKER_DIRS", &dirs), ("RUNTIME_API_PREFIX", "/_")],
+    );
+    assert!(!out.contains("app api"), "{out}");
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();
