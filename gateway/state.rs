@@ -162,5 +162,9 @@ impl Shared {
             }
         }
         log::info!("configuration reloaded");
+        // What start-up warns of, said again of the new file: a shortened JWT secret, say.
+        for warning in plugins::summary(&config).1 {
+            log::warn!("{warning}");
+        }
     }
 }

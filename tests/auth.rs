@@ -673,12 +673,17 @@ fn sighup_changes_jwt_settings_but_cannot_turn_auth_on_or_off() {
             .status
     };
     assert_eq!(status(&hs("first-secret")), 404, "accepted, then no route");
+    let weak = |gw: &Gateway| gw.stderr().matches("the JWT secret is 13 bytes").count();
+    assert_eq!(weak(&gw), 0, "{}", gw.stderr());
     gw.write_config(&auth("second-secret"));
     gw.signal("HUP");
     eventually(Duration::from_secs(5), || {
         (status(&hs("second-secret")) == 404).then_some(())
     })
     .expect("the new secret is used without a restart");
+    // The new secret is short too, and the reload says so as start-up would.
+    eventually(Duration::from_secs(5), || (weak(&gw) == 1).then_some(()))
+        .unwrap_or_else(|| panic!("no weak-secret warning:\n{}", gw.stderr()));
     assert_eq!(
         status(&hs("first-secret")),
         401,
