@@ -1110,6 +1110,49 @@ fn hundreds_of_rules_all_load() {
     }
 }
 
+/// A dynamic rule stored as `static-1` (before such ids were refused) next to a static
+/// rule that now has that id: the start-up log names it, and writes reach the dynamic one,
+/// which could otherwise never be changed or deleted (`403 Cannot delete static rules`).
+#[test]
+fn a_stored_rule_sharing_a_static_id_can_still_be_deleted() {
+    let statics = |n: usize| {
+        let rules: String = (0..n)
+            .map(|i| format!("      - {{pattern: '^/s{i}', target: 'http://127.0.0.1:9'}}\n"))
+            .collect();
+        format!("plugins:\n  proxy:\n    rules:\n{rules}")
+    };
+    let mut gw = Gateway::start(Options::default().config(&statics(1)).ready());
+    let legacy = json!({"pattern": "^/legacy", "target": "http://127.0.0.1:9", "order": 0});
+    let r = gw.json("PUT", "/keyval/api/keys/proxy/rules/static-1", &[], &legacy);
+    assert_eq!(r.status, 200, "{r:?}");
+    gw.stop();
+    let mut opts = Options::default().config(&statics(2)).ready();
+    opts.dir = Some(gw.dir.clone());
+    let gw = Gateway::start(opts);
+    assert!(
+        gw.stderr()
+            .contains("proxy: stored rule static-1 has an id kept for static rules"),
+        "{}",
+        gw.stderr()
+    );
+    let ids = |gw: &Gateway| -> Vec<String> {
+        let list = gw.get(RULES).json();
+        let rules = list.as_array().unwrap().iter();
+        rules
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&gw), ["static-0", "static-1", "static-1"]);
+    let toggled = gw.send("PATCH", &format!("{RULES}/static-1/toggle"), &[], None);
+    assert_eq!(toggled.status, 200, "{toggled:?}");
+    assert_eq!(toggled.json()["pattern"], "^/legacy");
+    let deleted = gw.send("DELETE", &format!("{RULES}/static-1"), &[], None);
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(ids(&gw), ["static-0", "static-1"]);
+    let again = gw.send("DELETE", &format!("{RULES}/static-1"), &[], None);
+    assert_eq!(again.status, 403, "the static rule stays: {again:?}");
+}
+
 /// Patterns are compiled on one thread at the idle CPU priority (`SCHED_IDLE`), so that a
 /// rule write never takes CPU time from requests.
 #[test]

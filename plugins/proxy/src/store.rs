@@ -169,6 +169,13 @@ impl RuleStore {
                     .and_then(|r| CompiledRule::compile(r, &self.resolver))
                 {
                     Ok(c) => {
+                        if static_shaped(id) {
+                            log::warn!(
+                                "proxy: stored rule {id} has an id kept for static rules: a \
+                                 static rule may share it (GET shows that one); create it \
+                                 again under another id and delete this one"
+                            );
+                        }
                         let (rule, stamp) = (Arc::new(c), e.versionstamp.clone());
                         loaded.insert(id.clone(), Stored { rule, stamp });
                     }
@@ -418,20 +425,21 @@ impl RuleStore {
     }
 }
 
-/// A dynamic rule by id: 403 for a static one, 404 for none.
+/// A dynamic rule by id: 403 for a static one, 404 for none. A dynamic rule stored under
+/// a `static-<n>` id before such ids were refused can share its id with a static rule a
+/// SIGHUP added; writes reach the dynamic one (the static one cannot be written anyway),
+/// so it can still be changed or deleted.
 fn lookup<'a>(
     id: &str,
     current: &'a Dynamic,
     statics: &Statics,
     static_error: &str,
 ) -> Result<&'a CompiledRule, ApiError> {
-    if statics.has(id) {
-        return Err(ApiError::forbidden(static_error));
+    match current.get(id) {
+        Some(stored) => Ok(&stored.rule),
+        None if statics.has(id) => Err(ApiError::forbidden(static_error)),
+        None => Err(ApiError::not_found("Rule not found")),
     }
-    current
-        .get(id)
-        .map(|s| &*s.rule)
-        .ok_or_else(|| ApiError::not_found("Rule not found"))
 }
 
 fn set_rule(rule: &Rule) -> Mutation {
