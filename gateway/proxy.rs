@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use buntime_plugin_sdk::net::X_FORWARDED_FOR;
+use buntime_plugin_sdk::path::has_dot_segment;
 use buntime_plugin_sdk::{ApiRequest, ApiResponse, HeaderList, Identity, RequestInfo, RouteKind};
 use buntime_proxy::CompiledRule;
 use buntime_workers::{Address, App, AppManifest, Lease, Unavailable};
@@ -24,7 +25,7 @@ use crate::access::Denied;
 use crate::headers;
 use crate::lifecycle::{InflightGuard, Phase};
 use crate::logging::AccessEntry;
-use crate::routes::{Route, has_dot_segment};
+use crate::routes::Route;
 use crate::state::Shared;
 
 /// Body limit of routes that do not set their own (SPEC 1).
@@ -475,7 +476,10 @@ impl Gateway {
     fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Next> {
         let shared = &*self.shared;
         let path = req.uri.path();
-        if !path.starts_with('/') || has_dot_segment(path) {
+        // Only origin-form targets (`/path?query`): the upstream gets the target as sent,
+        // and `keep/this`, `evil.com:80` or `HTTP://h/x` were routed (and checked against
+        // public routes) as `/` while the upstream read something else.
+        if req.raw_path().first() != Some(&b'/') || has_dot_segment(path) {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::BAD_REQUEST,
                 "Invalid path",

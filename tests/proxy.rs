@@ -476,6 +476,35 @@ fn test_endpoint_and_rewrites() {
     assert_eq!(r["public"], true);
     let r = t("/nothing");
     assert_eq!(r, json!({"matched": false, "public": false}));
+    // Paths the gateway refuses before any rule are refused here too, not matched.
+    for bad in ["/keep/../x", "/keep/%2e%2e/x", "keep/this"] {
+        let r = gw.json(
+            "POST",
+            &format!("{RULES}/test"),
+            &[],
+            &json!({"method": "GET", "path": bad}),
+        );
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invalid path"),
+            "{r:?}"
+        );
+        if bad.starts_with('/') {
+            let request = format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let sent = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+            assert!(sent.starts_with("HTTP/1.1 400"), "{bad}: {sent}");
+        }
+    }
+    let r = gw.json(
+        "POST",
+        &format!("{RULES}/test"),
+        &[],
+        &json!({"method": "G ET", "path": "/keep"}),
+    );
+    assert_eq!(r.json(), json!({"error": "Invalid method"}));
     assert_eq!(t("/api/health")["public"], true, "a runtime public path");
     assert_eq!(t("/metrics")["public"], true);
     // AUTH_PUBLIC_ROUTES counts whether or not auth-token is on (here it is off: no key).
@@ -1336,6 +1365,32 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
         "{seen:?}"
     );
     assert!(!seen.headers.contains_key("x-forwarded-host"), "{seen:?}");
+}
+
+/// Only origin-form request targets (`/path`) are routed. Pingora parsed `keep/this`,
+/// `evil.com:80` and `HTTP://h/` to the path `/`, so they matched a rule (and public
+/// routes) for `/`, while the upstream got the target as sent and read another path.
+#[test]
+fn request_targets_must_be_origin_form() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/$", "target": up.url()}));
+    for target in ["keep/this", "evil.com:80", "HTTP://h/", "HTTP://h/admin"] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        assert!(got.starts_with("HTTP/1.1 400"), "{target}: {got}");
+    }
+    assert!(
+        up.seen.lock().unwrap().is_empty(),
+        "it reached the upstream"
+    );
+    let got = common::raw(
+        gw.port,
+        b"GET /?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(up.last().url, "/?q=1");
 }
 
 /// A request body in a transfer coding besides `chunked` is refused with 501 (RFC 9112 6.1,

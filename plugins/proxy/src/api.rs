@@ -1,6 +1,7 @@
 //! `/redirects/api` (SPEC 4.3, admin). Error bodies are `{"error": "<text>"}`.
 
 use buntime_plugin_sdk::openapi::Paths;
+use buntime_plugin_sdk::path::has_dot_segment;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value as Json, json};
@@ -138,6 +139,17 @@ fn test(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult 
         Some((p, q)) => (p, Some(q)),
         None => (full, None),
     };
+    // What the gateway refuses before any rule is tried is refused here too, rather than
+    // reported as a match the gateway would never make.
+    if !path.starts_with('/') || has_dot_segment(path) {
+        return Err(ApiError::bad_request(
+            "Invalid path: it must start with / and have no . or .. segments \
+             (the gateway answers such a request 400)",
+        ));
+    }
+    if Method::from_bytes(method.as_bytes()).is_err() {
+        return Err(ApiError::bad_request("Invalid method"));
+    }
     let table = store.table().load();
     let Some(rule) = table.matching(path, false) else {
         return Ok(ApiResponse::ok(

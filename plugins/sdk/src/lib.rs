@@ -8,6 +8,7 @@ pub mod duration;
 pub mod glob;
 pub mod net;
 pub mod openapi;
+pub mod path;
 pub mod percent;
 pub mod plugin;
 pub mod request;
