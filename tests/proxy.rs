@@ -172,6 +172,15 @@ fn every_api_error() {
             400,
             "The body must be a JSON object",
         ),
+        (
+            // A framing header would desync a pooled upstream connection.
+            create(
+                &gw,
+                json!({"pattern": "^/x", "target": up.url(), "headers": {"content-length": "5"}}),
+            ),
+            400,
+            "Invalid headers: content-length cannot be set by a rule",
+        ),
         (gw.get(&format!("{RULES}/nope")), 404, "Rule not found"),
         (
             gw.json(

@@ -123,7 +123,7 @@ impl Rule {
                 "secure" => self.secure = boolean(k, v)?,
                 "ws" => self.ws = boolean(k, v)?,
                 "enabled" => self.enabled = boolean(k, v)?,
-                "headers" => self.headers = headers(v)?,
+                "headers" => self.headers = headers(v, strict)?,
                 "publicRoutes" => {
                     let globs = RouteGlobs::from_json(v)
                         .map_err(|e| format!("Invalid publicRoutes: {e}"))?;
@@ -212,7 +212,23 @@ fn boolean(field: &str, v: &Json) -> Result<bool, String> {
         .ok_or_else(|| format!("{field} must be a boolean"))
 }
 
-fn headers(v: &Json) -> Result<BTreeMap<String, String>, String> {
+/// Headers a rule may not set: they frame the request or belong to one connection.
+/// `content-length: 5` on a request without a body left a pooled upstream connection
+/// waiting for five bytes, which it then took from the next request on it.
+const CONNECTION_HEADERS: [&str; 8] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `strict`: API input, where a connection header is refused; a stored rule loads
+/// without it (it could never be sent safely).
+fn headers(v: &Json, strict: bool) -> Result<BTreeMap<String, String>, String> {
     let map = match v {
         Json::Null => return Ok(BTreeMap::new()),
         Json::Object(m) => m,
@@ -220,8 +236,17 @@ fn headers(v: &Json) -> Result<BTreeMap<String, String>, String> {
     };
     let mut out = BTreeMap::new();
     for (name, value) in map {
-        HeaderName::from_bytes(name.as_bytes())
+        let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("Invalid headers: {name:?} is not a header name"))?;
+        if CONNECTION_HEADERS.contains(&header.as_str()) {
+            if strict {
+                return Err(format!(
+                    "Invalid headers: {name} cannot be set by a rule: the gateway frames \
+                     each request and manages its connections"
+                ));
+            }
+            continue;
+        }
         let text = value
             .as_str()
             .ok_or_else(|| format!("Invalid headers: the value of {name} must be a string"))?;
@@ -455,6 +480,16 @@ mod tests {
     }
 
     #[test]
+    fn stored_rules_load_without_connection_headers() {
+        let fields = json!({"pattern": "^/a", "target": "http://h",
+            "headers": {"content-length": "5", "connection": "close", "x-kept": "1"}});
+        let r = Rule::blank("r1")
+            .with_fields(fields.as_object().unwrap(), false)
+            .unwrap();
+        assert_eq!(r.to_json()["headers"], json!({"x-kept": "1"}));
+    }
+
+    #[test]
     fn defaults_and_output() {
         let c =
             rule(json!({"pattern": "^/api(/.*)?$", "target": "http://127.0.0.1:9000"})).unwrap();
@@ -504,6 +539,14 @@ mod tests {
             (
                 json!({"pattern": "^/a", "target": "http://h", "headers": {"x-a": "line\nbreak"}}),
                 "Invalid headers:",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "headers": {"Content-Length": "5"}}),
+                "Invalid headers: Content-Length cannot be set by a rule",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h", "headers": {"transfer-encoding": "chunked"}}),
+                "Invalid headers: transfer-encoding cannot be set by a rule",
             ),
             (
                 json!({"pattern": "^/a", "target": "http://h", "publicRoutes": ["(unclosed"]}),
