@@ -461,6 +461,15 @@ impl ProxyHttp for Gateway {
         });
     }
 
+    /// How Pingora's error lines name the request. Its own summary holds the query string,
+    /// which can carry a secret (a signed URL, an app's `?token=`) and which the access
+    /// log leaves out for that reason; this one names the path and the request id instead.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let req = session.req_header();
+        let id = ctx.request_id.to_str().unwrap_or("");
+        format!("{} {}, request id {id}", req.method, req.uri.path())
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
         // Answers we chose (413, an unavailable app: logged where decided) and clients
         // hanging up are not server errors.

@@ -666,7 +666,26 @@ fn access_log_lines_are_json_when_asked() {
         ],
     );
     gw.get("/missing?token=query-secret");
+    // Pingora's error line for a failed upstream names the request without its query.
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let rule = json!({"pattern": "^/down", "target": down});
+    let admin = [("x-api-key", "super-secret-key")];
+    assert_eq!(
+        gw.json("POST", "/redirects/api/rules", &admin, &rule)
+            .status,
+        201
+    );
+    let failed = gw.get_with(
+        "/down/x?token=upstream-secret",
+        &[("x-request-id", "failed-1")],
+    );
+    assert_eq!(failed.status, 502);
     gw.stop();
+    assert!(
+        gw.stderr().contains("GET /down/x, request id failed-1"),
+        "{}",
+        gw.stderr()
+    );
     let out = gw.stdout();
     let lines: Vec<serde_json::Value> = out
         .lines()
@@ -686,7 +705,12 @@ fn access_log_lines_are_json_when_asked() {
             && line["clientIp"] == "127.0.0.1"
     );
     let all = gw.logs();
-    for secret in ["super-secret-key", "session=abc", "query-secret"] {
+    for secret in [
+        "super-secret-key",
+        "session=abc",
+        "query-secret",
+        "upstream-secret",
+    ] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
     for l in gw.stderr().lines().filter(|l| !l.is_empty()) {
