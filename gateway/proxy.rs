@@ -196,10 +196,21 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
             Some(Next::Plugin(i, rest)) => {
-                let resp = match self.api_request(session, ctx, rest).await? {
+                let mut resp = match self.api_request(session, ctx, rest).await? {
                     Ok(req) => self.plugin_request(i, req).await,
                     Err(resp) => resp,
                 };
+                if resp.status == StatusCode::NOT_FOUND {
+                    let req = session.req_header();
+                    let allowed = &self.shared.allowed_methods;
+                    if let Some(allow) = allowed.allow(&req.method, req.uri.path()) {
+                        resp = ApiResponse::error(
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            "Method Not Allowed",
+                        )
+                        .with_header(http::header::ALLOW, allow);
+                    }
+                }
                 self.respond(session, ctx, resp).await?;
                 Ok(true)
             }

@@ -33,6 +33,8 @@ pub struct Shared {
     pub installed: ArcSwap<Vec<InstalledPlugin>>,
     /// `{API}/openapi.json`, rendered once.
     pub openapi: Bytes,
+    /// For a `405` with `Allow` on plugin routes asked with a method they do not answer.
+    pub allowed_methods: crate::api::AllowedMethods,
     pub access_log: Option<AccessLog>,
     /// The runtime plugin tasks run on (set when plugins start). Admin handlers run there
     /// too: their database calls (SQLite is synchronous) must not stall the proxy threads.
@@ -68,7 +70,9 @@ impl Shared {
             }));
         }
         let router = Router::new(&config.server.api_base, &plugins, pool.clone());
-        let openapi = crate::api::openapi(&config.server.api_base, &plugins);
+        let paths = crate::api::documented_paths(&config.server.api_base, &plugins);
+        let allowed_methods = crate::api::AllowedMethods::new(&paths);
+        let openapi = crate::api::openapi(paths);
         let access_log = config
             .server
             .access_log
@@ -83,6 +87,7 @@ impl Shared {
             admin: AdminAccess::new(config.server.master_key.as_deref()),
             router,
             openapi,
+            allowed_methods,
             access_log,
             installed: ArcSwap::from_pointee(config.installed),
             config_file: config.file,

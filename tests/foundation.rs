@@ -96,6 +96,38 @@ fn a_malformed_body_to_an_admin_route_is_the_clients_error() {
     assert_eq!(gw.get("/redirects/api/rules").json(), json!([]));
 }
 
+/// A route asked with a method it does not answer gets `405` and `Allow`, on the runtime
+/// API and on every plugin's routes alike (the plugins answered `404`); a missing
+/// resource on a route that answers the method stays `404`.
+#[test]
+fn wrong_methods_get_405_with_allow() {
+    let gw = Gateway::start(Options::default().ready());
+    for (method, path, allow) in [
+        ("DELETE", "/api/health", "GET, HEAD"),
+        ("PATCH", "/redirects/api/rules", "GET, HEAD, POST"),
+        (
+            "POST",
+            "/redirects/api/rules/some-id",
+            "GET, HEAD, PUT, DELETE",
+        ),
+        ("GET", "/gateway/api/rate-limit/clear", "POST"),
+        ("PUT", "/database/api/tables", "GET, HEAD"),
+        ("DELETE", "/metrics/api/stats", "GET, HEAD"),
+        ("PATCH", "/keyval/api/keys/a/b", "GET, HEAD, PUT, DELETE"),
+    ] {
+        let r = gw.send(method, path, &[], None);
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(r.json(), json!({"error": "Method Not Allowed"}));
+    }
+    let r = gw.get("/redirects/api/rules/some-id");
+    assert_eq!(r.json(), json!({"error": "Rule not found"}));
+    assert_eq!(
+        gw.send("PATCH", "/redirects/api/nothing", &[], None).status,
+        404
+    );
+}
+
 #[test]
 fn dot_segments_are_refused() {
     let gw = Gateway::start(Options::default());

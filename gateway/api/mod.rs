@@ -1,5 +1,9 @@
 //! The runtime internal API (SPEC 2), under `{RUNTIME_API_PREFIX}/api`.
 
+mod allow;
+
+pub use allow::AllowedMethods;
+
 use buntime_plugin_sdk::openapi::{self, Paths};
 use buntime_plugin_sdk::{ApiRequest, ApiResponse};
 use bytes::Bytes;
@@ -121,8 +125,8 @@ pub fn method_not_allowed(allow: &'static str) -> ApiResponse {
         .with_header(http::header::ALLOW, HeaderValue::from_static(allow))
 }
 
-/// The OpenAPI document: the runtime API's routes plus every loaded plugin's.
-pub fn openapi(api_base: &str, plugins: &Plugins) -> Bytes {
+/// The OpenAPI document's paths: the runtime API's routes plus every loaded plugin's.
+pub fn documented_paths(api_base: &str, plugins: &Plugins) -> Map<String, Value> {
     let mut core = Paths::new();
     let p = |rest: &str| format!("{api_base}{rest}");
     core.add("GET", &p("/health"), "Liveness and version", false, &[200])
@@ -202,6 +206,11 @@ pub fn openapi(api_base: &str, plugins: &Plugins) -> Bytes {
             }
         }
     }
+    paths
+}
+
+/// The OpenAPI document around `paths`.
+pub fn openapi(paths: Map<String, Value>) -> Bytes {
     let doc = openapi::document(VERSION, paths);
     Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }

@@ -35,6 +35,10 @@ pub async fn handle(kv: &KeyVal, req: &ApiRequest) -> ApiResult {
                     _ => Ok(ApiResponse::error(
                         http::StatusCode::METHOD_NOT_ALLOWED,
                         "Method Not Allowed",
+                    )
+                    .with_header(
+                        http::header::ALLOW,
+                        http::HeaderValue::from_static("GET, HEAD, PUT, DELETE"),
                     )),
                 }
             }
