@@ -126,6 +126,18 @@ fn wrong_methods_get_405_with_allow() {
         gw.send("PATCH", "/redirects/api/nothing", &[], None).status,
         404
     );
+    // A plugin moved to another base is documented, and answered, there.
+    let moved = Gateway::start(
+        Options::default()
+            .config("plugins:\n  keyval:\n    base: /kv\n")
+            .ready(),
+    );
+    let doc = moved.get("/api/openapi.json").json();
+    assert!(doc["paths"].get("/kv/api/keys").is_some(), "{doc}");
+    assert!(doc["paths"].get("/keyval/api/keys").is_none(), "{doc}");
+    let r = moved.send("PATCH", "/kv/api/keys", &[], None);
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]

@@ -201,12 +201,36 @@ pub fn documented_paths(api_base: &str, plugins: &Plugins) -> Map<String, Value>
     };
     for loaded in &plugins.loaded {
         if let Value::Object(more) = loaded.plugin.openapi_paths() {
+            let compiled = compiled_base(loaded.name);
             for (k, v) in more {
+                let k = rebased(k, compiled.as_deref(), loaded.base.as_deref());
                 merge_path(&mut paths, k, v);
             }
         }
     }
     paths
+}
+
+/// The base a core plugin's compiled-in manifest gives it, under which it documents its
+/// routes.
+fn compiled_base(name: &str) -> Option<String> {
+    let spec = crate::plugins::CORE.iter().find(|s| s.name == name)?;
+    let manifest: serde_yaml::Mapping = serde_yaml::from_str(spec.manifest).ok()?;
+    let base = manifest.get("base")?.as_str()?;
+    Some(buntime_plugin_sdk::plugin::normalise_base(base))
+}
+
+/// `path` documented under `compiled`, moved under the base the plugin has (a manifest or
+/// the config file may set another).
+fn rebased(path: String, compiled: Option<&str>, actual: Option<&str>) -> String {
+    match (compiled, actual) {
+        (Some(from), Some(to)) if from != to => match crate::routes::below(&path, from) {
+            Some("/") => to.to_string(),
+            Some(rest) => format!("{to}{rest}"),
+            None => path,
+        },
+        _ => path,
+    }
 }
 
 /// The OpenAPI document around `paths`.
