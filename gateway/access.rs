@@ -2,8 +2,12 @@
 //! (constant-time compare), else loopback only when no credential source is configured.
 
 use buntime_plugin_sdk::{ApiError, ApiResponse};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
+use pingora::http::RequestHeader;
 use subtle::ConstantTimeEq;
+
+/// Prebuilt: looking a header up by `&str` parses the name each time.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
@@ -54,7 +58,7 @@ impl AdminAccess {
     ) -> Result<(), Denied> {
         if let Some(key) = &self.master_key {
             let presented = headers
-                .get("x-api-key")
+                .get(&X_API_KEY)
                 .map(|v| v.as_bytes())
                 .or_else(|| bearer(headers));
             if presented.is_some_and(|p| bool::from(p.ct_eq(key))) {
@@ -69,6 +73,24 @@ impl AdminAccess {
             },
             None if self.master_key.is_none() && from_loopback => Ok(()),
             None => Err(Denied::Unauthorized),
+        }
+    }
+
+    /// Takes the master key off a request going to an upstream or a worker: it is the
+    /// gateway's own credential, and apps get none of the gateway's secrets. A client that
+    /// sends it with every request (an admin UI) would otherwise hand it to every app.
+    pub fn strip_master_key(&self, up: &mut RequestHeader) {
+        let Some(key) = &self.master_key else { return };
+        let is_key = |v: &[u8]| bool::from(v.ct_eq(key));
+        if up
+            .headers
+            .get(&X_API_KEY)
+            .is_some_and(|v| is_key(v.as_bytes()))
+        {
+            up.remove_header(&X_API_KEY);
+        }
+        if bearer(&up.headers).is_some_and(is_key) {
+            up.remove_header(&http::header::AUTHORIZATION);
         }
     }
 }

@@ -282,6 +282,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         self.forwarding_headers(session, upstream, ctx)?;
+        self.shared.admin.strip_master_key(upstream);
         if let Some(rule) = &ctx.rule {
             rule_request(rule, ctx.upstream_uri.as_deref(), upstream)?;
         }

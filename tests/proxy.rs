@@ -740,6 +740,41 @@ fn forwarding_headers_follow_trust() {
     }
 }
 
+/// The master key is the gateway's credential: sent along to a proxied route (an admin
+/// UI adds it to every request), it stops at the gateway. Other keys and tokens pass.
+#[test]
+fn the_master_key_never_reaches_an_upstream() {
+    let up = Upstream::http();
+    let gw = Gateway::start(
+        Options::default()
+            .env("RUNTIME_MASTER_KEY", "mk-secret")
+            .ready(),
+    );
+    let admin = [("x-api-key", "mk-secret")];
+    let rule = json!({"pattern": "^/svc", "target": up.url()});
+    assert_eq!(gw.json("POST", RULES, &admin, &rule).status, 201);
+    for sent in [
+        [("x-api-key", "mk-secret"), ("x-other", "1")],
+        [("authorization", "Bearer mk-secret"), ("x-other", "1")],
+    ] {
+        assert_eq!(gw.get_with("/svc", &sent).status, 200);
+        let h = up.last().headers;
+        assert!(
+            !h.contains_key("x-api-key") && !h.contains_key("authorization"),
+            "{h:?}"
+        );
+        assert_eq!(h["x-other"], "1");
+    }
+    let theirs = [
+        ("x-api-key", "app-key"),
+        ("authorization", "Bearer app-token"),
+    ];
+    assert_eq!(gw.get_with("/svc", &theirs).status, 200);
+    let h = up.last().headers;
+    assert_eq!(h["x-api-key"], "app-key");
+    assert_eq!(h["authorization"], "Bearer app-token");
+}
+
 #[test]
 fn upstream_failures_are_json() {
     let up = Upstream::http();
