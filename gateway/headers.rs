@@ -53,6 +53,27 @@ pub fn add(
     Ok(())
 }
 
+/// Drops an upstream response's own `Access-Control-*` headers, for when the gateway
+/// answers CORS: its policy must hold whatever the app sends. An app whose CORS
+/// middleware reflects every origin let a browser on an origin the gateway refuses read
+/// the answer (the gateway adds no `Access-Control-Allow-Origin` for it, so the app's
+/// went through).
+pub fn strip_cors(resp: &mut ResponseHeader) {
+    let is_cors = |name: &HeaderName| name.as_str().starts_with("access-control-");
+    if !resp.headers.keys().any(is_cors) {
+        return;
+    }
+    let names: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| is_cors(n))
+        .cloned()
+        .collect();
+    for name in names {
+        resp.remove_header(&name);
+    }
+}
+
 /// Drops an upstream response's hop-by-hop headers (RFC 9110 7.6.1), which Pingora passes
 /// on: `Keep-Alive`, `Proxy-Connection`, `TE`, `Upgrade` outside a 101, and every header
 /// the `Connection` header names. (Pingora writes its own `Connection` to the client,

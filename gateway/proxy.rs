@@ -345,6 +345,16 @@ impl ProxyHttp for Gateway {
             upstream_response.set_version(Version::HTTP_11);
         }
         headers::strip_hop_by_hop(upstream_response);
+        if self
+            .shared
+            .plugins
+            .typed
+            .gateway
+            .as_ref()
+            .is_some_and(|g| g.cors_enabled())
+        {
+            headers::strip_cors(upstream_response);
+        }
         if let Some(n) = repeated_content_length(&upstream_response.headers) {
             upstream_response.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
         }

@@ -156,6 +156,61 @@ fn cors_headers_on_every_kind_of_response() {
     );
 }
 
+/// The gateway's CORS policy holds whatever the app sends: an app whose own CORS allows
+/// every origin (with credentials) let a browser on a refused origin read its answers,
+/// since the gateway adds no `Access-Control-Allow-Origin` for that origin and the app's
+/// went through. With the gateway's CORS off, the app's own headers pass.
+#[test]
+fn an_upstreams_own_cors_headers_give_way_to_the_gateways() {
+    let up = Upstream::http();
+    let cors_of = |gw: &Gateway, from: &str| -> Vec<(String, String)> {
+        let r = gw.get_with("/app/own-cors", &origin(from));
+        assert_eq!(r.status, 200, "{r:?}");
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("access-control-"))
+            .collect();
+        h.sort();
+        h
+    };
+    let on = Gateway::start(
+        Options::default()
+            .env("GATEWAY_CORS_ORIGIN", "https://app.example.com")
+            .ready(),
+    );
+    let rule = json!({"pattern": "^/app", "target": up.url()});
+    assert_eq!(
+        on.json("POST", "/redirects/api/rules", &[], &rule).status,
+        201
+    );
+    assert_eq!(cors_of(&on, "https://evil.example"), vec![]);
+    assert_eq!(
+        cors_of(&on, "https://app.example.com"),
+        vec![(
+            "access-control-allow-origin".to_string(),
+            "https://app.example.com".to_string()
+        )]
+    );
+    let off = Gateway::start(
+        Options::default()
+            .config("plugins:\n  gateway:\n    cors: {enabled: false}\n")
+            .ready(),
+    );
+    assert_eq!(
+        off.json("POST", "/redirects/api/rules", &[], &rule).status,
+        201
+    );
+    let theirs = cors_of(&off, "https://evil.example");
+    assert!(
+        theirs.contains(&(
+            "access-control-allow-origin".into(),
+            "https://evil.example".into()
+        )),
+        "{theirs:?}"
+    );
+}
+
 #[test]
 fn rate_limit_headers_and_429() {
     let gw = Gateway::start(

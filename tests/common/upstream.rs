@@ -139,6 +139,16 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
         extra.push("X-Upstream-Case: Mixed".parse().unwrap());
     } else if path.ends_with("/vary") {
         extra.push("Vary: Accept-Encoding".parse().unwrap());
+    } else if path.ends_with("/own-cors") {
+        // An app with CORS of its own that allows every origin, with credentials.
+        let origin = headers.get("origin").cloned().unwrap_or_default();
+        for h in [
+            format!("Access-Control-Allow-Origin: {origin}"),
+            "Access-Control-Allow-Credentials: true".into(),
+            "Access-Control-Expose-Headers: X-Private".into(),
+        ] {
+            extra.push(h.parse().unwrap());
+        }
     }
     let echo = json!({
         "method": req.method().as_str(),

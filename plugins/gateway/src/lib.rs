@@ -94,6 +94,11 @@ impl GatewayPlugin {
         }
     }
 
+    /// Whether the gateway answers CORS (then an upstream's own CORS headers are dropped).
+    pub fn cors_enabled(&self) -> bool {
+        self.policy.load().cors.enabled
+    }
+
     /// The shell, when one is configured and this request is a page navigation for it.
     pub fn shell_for(
         &self,
