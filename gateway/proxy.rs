@@ -56,6 +56,12 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_REQUEST_ID: usize = 200;
 // Statics: `headers::set_upstream` takes the names it sets by `&'static` reference.
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Headers that carry the method an app should act on instead of the request line's.
+static METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -695,19 +701,29 @@ impl Gateway {
             route,
             Route::Rule(_) | Route::Shell(_) | Route::App(..) | Route::NotFound
         );
-        let method = req.method.as_str();
         let path = req.uri.path();
-        let public = crate::api::is_public_path(self.shared.router.api_base(), path)
-            || auth.is_public(method, path)
-            || ctx
-                .rule
-                .as_ref()
-                .is_some_and(|r| r.public.is_match(method, path))
-            // An app's publicRoutes are relative to the app.
-            || ctx
-                .app
-                .as_ref()
-                .is_some_and(|a| a.manifest.public.is_match(method, app_path(&a.base, path)));
+        let public_for = |method: &str| {
+            crate::api::is_public_path(self.shared.router.api_base(), path)
+                || auth.is_public(method, path)
+                || ctx
+                    .rule
+                    .as_ref()
+                    .is_some_and(|r| r.public.is_match(method, path))
+                // An app's publicRoutes are relative to the app.
+                || ctx
+                    .app
+                    .as_ref()
+                    .is_some_and(|a| a.manifest.public.is_match(method, app_path(&a.base, path)))
+        };
+        // A method-override header makes many apps act on its method instead (Express's
+        // method-override, Rails, Google's APIs): with `POST` public and `DELETE` not,
+        // `POST` plus `X-HTTP-Method-Override: DELETE` was a DELETE without a token. Such
+        // a request is public only if every method it names is.
+        let public = public_for(req.method.as_str())
+            && METHOD_OVERRIDES
+                .iter()
+                .flat_map(|name| req.headers.get_all(name))
+                .all(|v| v.to_str().is_ok_and(|m| public_for(m.trim())));
         if !protected || public {
             return None;
         }

@@ -317,6 +317,17 @@ fn cookie_tokens_and_public_routes() {
     assert_eq!(gw.get("/app/docsx").status, 401);
     assert_eq!(gw.get("/app/pub/x").status, 200);
     assert_eq!(gw.send("POST", "/app/pub/x", &[], Some(b"")).status, 401);
+    // A method-override header names the method an app acts on: public only if that
+    // method is public too.
+    for (header, method, status) in [
+        ("x-http-method-override", "DELETE", 401),
+        ("X-HTTP-Method", "post", 401),
+        ("x-method-override", "GET", 200),
+        ("x-http-method-override", "get", 200),
+    ] {
+        let r = gw.get_with("/app/pub/x", &[(header, method)]);
+        assert_eq!(r.status, status, "{header}: {method}");
+    }
     assert_eq!(gw.get("/api/health").status, 200);
     // A public prefix does not carry a path that an upstream would resolve out of it.
     for sneaky in [
