@@ -140,6 +140,22 @@ fn every_algorithm_family_verifies() {
     assert_eq!(seen.headers["x-auth-subject"], "user-1");
 }
 
+/// `X-Identity` is ASCII: characters beyond it are JSON escapes, which every JSON parser
+/// reads back whole. Raw UTF-8 in a header is read as Latin-1 by Node's and Python's
+/// servers, so `José` reached such an app as `JosÃ©`.
+#[test]
+fn identity_claims_beyond_ascii_arrive_whole() {
+    let s = setup(&[]);
+    let name = "Zoë 日本 🙂";
+    let c = json!({"sub": "user-1", "name": name, "exp": now() + 300});
+    assert_eq!(call(&s.gw, &mint(Algorithm::HS256, c)).status, 200);
+    let seen = s.up.last();
+    let header = &seen.headers["x-identity"];
+    assert!(header.is_ascii(), "{header}");
+    let identity: Value = serde_json::from_str(header).unwrap();
+    assert_eq!(identity["claims"]["name"], name);
+}
+
 #[test]
 fn every_rejection_reason() {
     let s = setup(&[

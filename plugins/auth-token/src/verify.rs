@@ -375,6 +375,27 @@ fn check_claims(claims: &Map<String, Json>, config: &AuthConfig) -> Result<(), R
     Ok(())
 }
 
+/// JSON text with every character outside ASCII written as a `\uXXXX` escape (UTF-16,
+/// as JSON spells it). Header bytes outside ASCII are read as Latin-1 by Node's and
+/// Python's HTTP servers, so a claim `"name": "José"` reached such an app as `JosÃ©`;
+/// escaped, any JSON parser reads it back whole.
+fn ascii_json(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.is_ascii() {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out.into()
+}
+
 /// `X-Identity: {"sub","roles":[],"claims":{...}}`, rendered once.
 fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
     let sub = match claims.get("sub") {
@@ -399,7 +420,7 @@ fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
         _ => Vec::new(),
     };
     let body = serde_json::json!({"sub": sub, "roles": roles, "claims": claims});
-    let header = HeaderValue::from_bytes(body.to_string().as_bytes())
+    let header = HeaderValue::from_str(&ascii_json(&body.to_string()))
         .unwrap_or(HeaderValue::from_static("{}"));
     Identity {
         subject_header: HeaderValue::from_str(&sub).ok(),
