@@ -154,6 +154,14 @@ fn identity_claims_beyond_ascii_arrive_whole() {
     assert!(header.is_ascii(), "{header}");
     let identity: Value = serde_json::from_str(header).unwrap();
     assert_eq!(identity["claims"]["name"], name);
+    assert_eq!(seen.headers["x-auth-subject"], "user-1");
+    // A `sub` beyond ASCII goes in X-Identity only.
+    let c = json!({"sub": "josé", "exp": now() + 300});
+    assert_eq!(call(&s.gw, &mint(Algorithm::HS256, c)).status, 200);
+    let seen = s.up.last();
+    let identity: Value = serde_json::from_str(&seen.headers["x-identity"]).unwrap();
+    assert_eq!(identity["sub"], "josé");
+    assert!(!seen.headers.contains_key("x-auth-subject"), "{seen:?}");
 }
 
 #[test]

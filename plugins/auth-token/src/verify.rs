@@ -423,7 +423,12 @@ fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
     let header = HeaderValue::from_str(&ascii_json(&body.to_string()))
         .unwrap_or(HeaderValue::from_static("{}"));
     Identity {
-        subject_header: HeaderValue::from_str(&sub).ok(),
+        // Raw UTF-8 would be misread or refused as `X-Identity`'s was; such a `sub` is
+        // read from `X-Identity` instead.
+        subject_header: sub
+            .is_ascii()
+            .then(|| HeaderValue::from_str(&sub).ok())
+            .flatten(),
         sub,
         roles,
         claims: claims.clone(),
