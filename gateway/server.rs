@@ -199,10 +199,12 @@ struct MetricsPort {
 impl ServeHttp for MetricsPort {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let req = session.req_header();
-        let answer = if req.uri.path() == "/metrics" {
-            crate::proxy::metrics_answer(&self.shared, &req.headers)
-        } else {
-            buntime_plugin_sdk::ApiResponse::not_found()
+        let answer = match (req.uri.path(), &req.method) {
+            ("/metrics", &http::Method::GET | &http::Method::HEAD) => {
+                crate::proxy::metrics_answer(&self.shared, &req.headers)
+            }
+            ("/metrics", _) => crate::api::method_not_allowed("GET, HEAD"),
+            _ => buntime_plugin_sdk::ApiResponse::not_found(),
         };
         let mut resp = http::Response::builder().status(answer.status);
         for (name, value) in answer.headers {

@@ -353,6 +353,16 @@ fn token_and_separate_port() {
         .status,
         404
     );
+    // The port serves GET and HEAD of /metrics; a POST was answered as a GET.
+    let post = common::send(
+        &agent,
+        "POST",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[("authorization", "Bearer scrape-me")],
+        Some(b""),
+    );
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
     assert!(!gw.logs().contains("scrape-me"));
 }
 
