@@ -566,6 +566,20 @@ impl Gateway {
             Route::App(app, _) => RouteKind::App(Arc::from(app.name.as_str())),
             Route::NotFound => RouteKind::None,
         };
+        // A request this gateway already forwarded: a rule's target (or an app) leads back
+        // here, and each round would take two more connections until none were left.
+        if shared.via.looped(&req.headers) {
+            log::warn!(
+                "request {} came back to this gateway (route {}): a target leads back to it; \
+                 answered 508",
+                ctx.request_id.to_str().unwrap_or(""),
+                route_label(&ctx.route)
+            );
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::LOOP_DETECTED,
+                "Loop Detected",
+            )));
+        }
         ctx.body_limit = match &route {
             Route::Api(_) | Route::Plugin(..) => ADMIN_BODY_LIMIT,
             _ => DEFAULT_BODY_LIMIT,
@@ -909,11 +923,14 @@ impl Gateway {
         for name in spoofable {
             up.remove_header(&name);
         }
+        let client = session.req_header();
+        let via = self.shared.via.forwarded(client.version, &client.headers);
         let identity = ctx.identity.as_deref();
         headers::set_upstream(
             up,
             self.shared.server.preserve_header_case,
             [
+                Some((&http::header::VIA, via)),
                 Some((&X_FORWARDED_FOR, xff)),
                 Some((&X_REAL_IP, real_ip)),
                 Some((&X_FORWARDED_PROTO, proto)),

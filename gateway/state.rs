@@ -35,6 +35,8 @@ pub struct Shared {
     pub openapi: Bytes,
     /// For a `405` with `Allow` on plugin routes asked with a method they do not answer.
     pub allowed_methods: crate::api::AllowedMethods,
+    /// This process's `Via`, by which a request that comes back to it is caught.
+    pub via: crate::via::Via,
     pub access_log: Option<AccessLog>,
     /// The runtime plugin tasks run on (set when plugins start). Admin handlers run there
     /// too: their database calls (SQLite is synchronous) must not stall the proxy threads.
@@ -88,6 +90,7 @@ impl Shared {
             router,
             openapi,
             allowed_methods,
+            via: crate::via::Via::new(),
             access_log,
             installed: ArcSwap::from_pointee(config.installed),
             config_file: config.file,

@@ -775,6 +775,48 @@ fn the_master_key_never_reaches_an_upstream() {
     assert_eq!(h["authorization"], "Bearer app-token");
 }
 
+/// Forwarded requests carry `Via` with this gateway's pseudonym (RFC 9110 7.6.3), and one
+/// that comes back is answered `508`. A rule whose target was the gateway itself sent the
+/// request round until the open-files limit was reached, after which no client could
+/// connect. Two gateways chained on purpose pass.
+#[test]
+fn a_request_that_comes_back_is_a_loop() {
+    let gw = Gateway::start(
+        Options::default()
+            .env("GATEWAY_RATE_LIMIT_REQUESTS", "1000000")
+            .ready(),
+    );
+    let own = format!("http://127.0.0.1:{}", gw.port);
+    created(
+        &gw,
+        json!({"id": "loop", "pattern": "^/loop", "target": own}),
+    );
+    let asked = Instant::now();
+    let r = gw.get("/loop/x");
+    assert_eq!(r.status, 508, "{r:?}");
+    assert_eq!(r.json(), json!({"error": "Loop Detected"}));
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert!(
+        gw.logs()
+            .contains("came back to this gateway (route rule:loop)")
+    );
+    assert_eq!(gw.get("/api/health").status, 200);
+
+    let up = Upstream::http();
+    let back = Gateway::start(Options::default().ready());
+    created(&back, json!({"pattern": "^/chain", "target": up.url()}));
+    let front = format!("http://127.0.0.1:{}", back.port);
+    created(&gw, json!({"pattern": "^/chain", "target": front}));
+    let r = gw.get_with("/chain/x", &[("via", "1.1 cdn")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let via = up.last().headers["via"].clone();
+    let hops: Vec<&str> = via.split(", ").collect();
+    assert_eq!(hops.len(), 3, "{via}");
+    assert_eq!(hops[0], "1.1 cdn");
+    assert!(hops[1].starts_with("1.1 buntime-") && hops[2].starts_with("1.1 buntime-"));
+    assert_ne!(hops[1], hops[2], "each gateway has its own pseudonym");
+}
+
 #[test]
 fn upstream_failures_are_json() {
     let up = Upstream::http();
