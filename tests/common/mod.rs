@@ -430,8 +430,10 @@ pub fn kib_per_idle_connection(pid: u64, address: &str, count: usize) -> u64 {
     let idle: Vec<TcpStream> = (0..count)
         .map(|_| TcpStream::connect(address).unwrap())
         .collect();
+    // One fewer: a connection the gateway pooled to this process before (a worker's) is
+    // closed after 1 s idle, which may fall in between.
     let accepted = eventually(Duration::from_secs(10), || {
-        (fds() >= before_fds + count).then_some(())
+        (fds() + 1 >= before_fds + count).then_some(())
     });
     assert!(accepted.is_some(), "{pid} did not accept them all");
     std::thread::sleep(Duration::from_millis(500));
