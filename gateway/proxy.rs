@@ -210,11 +210,7 @@ impl ProxyHttp for Gateway {
                     let req = session.req_header();
                     let allowed = &self.shared.allowed_methods;
                     if let Some(allow) = allowed.allow(&req.method, req.uri.path()) {
-                        resp = ApiResponse::error(
-                            StatusCode::METHOD_NOT_ALLOWED,
-                            "Method Not Allowed",
-                        )
-                        .with_header(http::header::ALLOW, allow);
+                        resp = ApiResponse::method_not_allowed(allow);
                     }
                 }
                 self.respond(session, ctx, resp).await?;

@@ -203,7 +203,9 @@ impl ServeHttp for MetricsPort {
             ("/metrics", &http::Method::GET | &http::Method::HEAD) => {
                 crate::proxy::metrics_answer(&self.shared, &req.headers)
             }
-            ("/metrics", _) => crate::api::method_not_allowed("GET, HEAD"),
+            ("/metrics", _) => buntime_plugin_sdk::ApiResponse::method_not_allowed(
+                http::HeaderValue::from_static("GET, HEAD"),
+            ),
             _ => buntime_plugin_sdk::ApiResponse::not_found(),
         };
         let mut resp = http::Response::builder().status(answer.status);

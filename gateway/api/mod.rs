@@ -120,9 +120,8 @@ fn plugins_loaded(plugins: &Plugins) -> ApiResponse {
     ApiResponse::ok(&list)
 }
 
-pub fn method_not_allowed(allow: &'static str) -> ApiResponse {
-    ApiResponse::error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-        .with_header(http::header::ALLOW, HeaderValue::from_static(allow))
+fn method_not_allowed(allow: &'static str) -> ApiResponse {
+    ApiResponse::method_not_allowed(HeaderValue::from_static(allow))
 }
 
 /// The OpenAPI document's paths: the runtime API's routes plus every loaded plugin's.

@@ -32,12 +32,7 @@ pub async fn handle(kv: &KeyVal, req: &ApiRequest) -> ApiResult {
                     Method::GET => get(kv, &key).await,
                     Method::PUT => put(kv, req, &key).await,
                     Method::DELETE => delete(kv, req, &key).await,
-                    _ => Ok(ApiResponse::error(
-                        http::StatusCode::METHOD_NOT_ALLOWED,
-                        "Method Not Allowed",
-                    )
-                    .with_header(
-                        http::header::ALLOW,
+                    _ => Ok(ApiResponse::method_not_allowed(
                         http::HeaderValue::from_static("GET, HEAD, PUT, DELETE"),
                     )),
                 }

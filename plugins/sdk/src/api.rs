@@ -119,6 +119,12 @@ impl ApiResponse {
         Self::error(StatusCode::NOT_FOUND, "Not Found")
     }
 
+    /// `405 {"error":"Method Not Allowed"}` with `Allow` naming the methods that are.
+    pub fn method_not_allowed(allow: HeaderValue) -> Self {
+        Self::error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            .with_header(http::header::ALLOW, allow)
+    }
+
     pub fn empty(status: StatusCode) -> Self {
         Self {
             status,
