@@ -209,11 +209,7 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
 /// Named at start only; a folder added later is not.
 fn shadowed_apps(config: &Config, order: &Order) -> Vec<String> {
     let api = &config.server.api_base;
-    let plugins: Vec<(&str, String)> = order
-        .load
-        .iter()
-        .filter_map(|&i| plugin_base(&config.plugins[i]).map(|b| (config.plugins[i].spec.name, b)))
-        .collect();
+    let plugins: Vec<(&str, String)> = loaded_bases(config, order).collect();
     Discovery::new(config.server.worker_dirs.clone(), Vec::new())
         .list()
         .into_iter()
@@ -281,10 +277,8 @@ pub fn check(config: &Config) -> Problems {
 fn overlapping_bases(config: &Config, order: &Order, problems: &mut Problems) {
     let api = config.server.api_base.as_str();
     let mut taken: Vec<(&str, String)> = Vec::new();
-    for &i in &order.load {
-        let p = &config.plugins[i];
-        let Some(base) = plugin_base(p) else { continue };
-        let key = format!("plugins.{}.base", p.spec.name);
+    for (name, base) in loaded_bases(config, order) {
+        let key = format!("plugins.{name}.base");
         if below(&base, api).is_some() || below(api, &base).is_some() {
             problems.push(
                 &key,
@@ -298,8 +292,19 @@ fn overlapping_bases(config: &Config, order: &Order, problems: &mut Problems) {
         if let Some((other, _)) = taken.iter().find(|(_, b)| *b == base) {
             problems.push(&key, &base, format!("is also the base of plugin {other}"));
         }
-        taken.push((p.spec.name, base));
+        taken.push((name, base));
     }
+}
+
+/// Each plugin that will load and has a base: its name and base, in load order.
+fn loaded_bases<'a>(
+    config: &'a Config,
+    order: &'a Order,
+) -> impl Iterator<Item = (&'static str, String)> + 'a {
+    order.load.iter().filter_map(|&i| {
+        let p = &config.plugins[i];
+        plugin_base(p).map(|base| (p.spec.name, base))
+    })
 }
 
 /// What `check` finds in a new configuration, plus what a reload cannot do: load or unload
