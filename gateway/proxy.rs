@@ -1056,22 +1056,6 @@ fn valid_host(value: &[u8]) -> bool {
     value.iter().all(|&b| HOST_BYTES[b as usize])
 }
 
-/// Whether a request's `Transfer-Encoding` is one `chunked` and nothing else. Pingora
-/// takes off the chunks and sends the body upstream as `chunked` alone: a `gzip` before
-/// them reached the upstream as bytes it could not tell from a plain body.
-fn chunked_only(headers: &http::HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty());
-    matches!(
-        (codings.next(), codings.next()),
-        (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked")
-    )
-}
-
 /// The bytes of [`valid_host`], as a table: it runs on every request.
 const HOST_BYTES: [bool; 256] = {
     let mut table = [false; 256];
@@ -1088,6 +1072,22 @@ const HOST_BYTES: [bool; 256] = {
     }
     table
 };
+
+/// Whether a request's `Transfer-Encoding` is one `chunked` and nothing else. Pingora
+/// takes off the chunks and sends the body upstream as `chunked` alone: a `gzip` before
+/// them reached the upstream as bytes it could not tell from a plain body.
+fn chunked_only(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty());
+    matches!(
+        (codings.next(), codings.next()),
+        (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked")
+    )
+}
 
 /// A GET or HEAD of a static app's root without the trailing slash (`/web`): its worker
 /// would get `/` either way, and a page served at `/web` resolves its relative links

@@ -383,13 +383,14 @@ fn ascii_json(text: &str) -> std::borrow::Cow<'_, str> {
     if text.is_ascii() {
         return text.into();
     }
+    use std::fmt::Write;
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if c.is_ascii() {
             out.push(c);
         } else {
             for unit in c.encode_utf16(&mut [0; 2]) {
-                out.push_str(&format!("\\u{unit:04x}"));
+                let _ = write!(out, "\\u{unit:04x}");
             }
         }
     }
