@@ -332,6 +332,53 @@ fn cookie_tokens_and_public_routes() {
         ("cookie", &format!("session={token}")),
     ];
     assert_eq!(gw.get_with("/app/data", &basic).status, 200);
+    // Every token present must verify, not only the one the gateway reads first: an app
+    // may read another (the last header or cookie, its cookie over the bearer) unchecked.
+    let forged = format!(
+        "{}.{}.{}",
+        b64(&json!({"alg": "HS256"})),
+        b64(&json!({"sub": "admin", "roles": ["admin"]})),
+        b64(&json!("x"))
+    );
+    let bearer = format!("Bearer {token}");
+    let both = |forged: &str| {
+        [
+            vec![
+                ("authorization", bearer.clone()),
+                ("authorization", format!("Bearer {forged}")),
+            ],
+            vec![("cookie", format!("session={token}; session={forged}"))],
+            vec![
+                ("cookie", format!("session={token}")),
+                ("cookie", format!("session={forged}")),
+            ],
+            vec![
+                ("authorization", bearer.clone()),
+                ("cookie", format!("session={forged}")),
+            ],
+            vec![
+                ("cookie", format!("session={forged}")),
+                ("authorization", bearer.clone()),
+            ],
+        ]
+    };
+    for headers in both(&forged) {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = gw.get_with("/app/data", &headers);
+        assert_eq!(reason(&r), "bad_signature", "{headers:?}");
+    }
+    // Two good tokens pass; the identity is the first's (the bearer's over the cookie's).
+    let other = mint(
+        Algorithm::HS256,
+        json!({"sub": "user-2", "exp": now() + 300}),
+    );
+    for headers in both(&other) {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = gw.get_with("/app/data", &headers);
+        assert_eq!(r.status, 200, "{headers:?}: {r:?}");
+        let seen = s.up.last();
+        assert_eq!(seen.headers["x-auth-subject"], "user-1", "{headers:?}");
+    }
     // RFC 6265 allows a quoted value; the quotes are not the token's.
     let r = gw.get_with("/app/data", &[("cookie", &format!("session=\"{token}\""))]);
     assert_eq!(r.status, 200, "{r:?}");

@@ -126,39 +126,49 @@ impl Verifier {
         self.failures[r.index()].load(Ordering::Relaxed)
     }
 
-    /// The bearer token, else the configured cookie; never the query string. Another
-    /// `Authorization` scheme (`Basic`, from a proxy in front asking for a password) is
-    /// no token, and leaves the cookie to be read.
-    pub fn token<'h>(&self, headers: &'h HeaderMap) -> Option<std::borrow::Cow<'h, str>> {
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_at_checked(7))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer "))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty());
-        if let Some(token) = bearer {
-            return Some(std::borrow::Cow::Borrowed(token));
-        }
-        let config = self.config.load();
-        let name = config.cookie.as_deref()?;
-        headers
-            .get_all(http::header::COOKIE)
+    /// Every token the request carries, the one that names the identity first: the bearer
+    /// of each `Authorization` header, then each cookie named `cookie`; never the query
+    /// string. Another `Authorization` scheme (`Basic`, from a proxy in front asking for a
+    /// password) is no token, and leaves the cookie to be read.
+    fn tokens<'h>(
+        headers: &'h HeaderMap,
+        cookie: Option<&'h str>,
+    ) -> impl Iterator<Item = &'h str> {
+        let bearers = headers
+            .get_all(http::header::AUTHORIZATION)
             .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| unquote(v.trim()))
-            .filter(|v| !v.is_empty())
-            .map(std::borrow::Cow::Borrowed)
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split_at_checked(7))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|(_, token)| token.trim());
+        let cookies = cookie.into_iter().flat_map(move |name| {
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .flat_map(|h| h.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .filter(move |(n, _)| *n == name)
+                .map(|(_, v)| unquote(v.trim()))
+        });
+        bearers.chain(cookies).filter(|t| !t.is_empty())
     }
 
-    /// The whole check for a request's headers.
+    /// The whole check for a request's headers. Every token present must verify, not just
+    /// the first (as Envoy's jwt_authn): the gateway reads the first, but an app behind it
+    /// may read another (the last of two `Authorization` headers, the last of two
+    /// cookies in Python's parsers, its cookie rather than the bearer) and trust what it
+    /// says unchecked, since the gateway checked "the" token.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Reason> {
-        let result = match self.token(headers) {
+        let config = self.config.load();
+        let mut tokens = Self::tokens(headers, config.cookie.as_deref());
+        let result = match tokens.next() {
             None => Err(Reason::MissingToken),
-            Some(t) => self.verify(&t),
+            Some(first) => self.verify(first).and_then(|id| {
+                tokens
+                    .try_for_each(|t| self.verify(t).map(drop))
+                    .map(|()| id)
+            }),
         };
         if let Err(r) = result {
             self.failures[r.index()].fetch_add(1, Ordering::Relaxed);
