@@ -904,7 +904,10 @@ impl Gateway {
         // From a client that is not a trusted proxy, only the gateway's own forwarding
         // headers pass: frameworks that believe `Forwarded` or `X-Forwarded-Port`/
         // `-Prefix` (Spring, Tomcat) would build links and redirects from the client's
-        // choice, as they would take its address from `Forwarded: for=`.
+        // choice, as they would take its address from `Forwarded: for=`. The same for the
+        // path a proxy in front rewrote from: Symfony and Zend before 2018 (CVE-2018-14773)
+        // routed by `X-Original-URL`/`X-Rewrite-URL`, so a public path carried a
+        // protected one past the token check.
         let spoofable: Vec<String> = up
             .headers
             .keys()
@@ -912,7 +915,11 @@ impl Gateway {
             .filter(|k| {
                 *k == "x-identity"
                     || k.starts_with("x-auth-")
-                    || (!trusted && (*k == "forwarded" || k.starts_with("x-forwarded-")))
+                    || (!trusted
+                        && (*k == "forwarded"
+                            || k.starts_with("x-forwarded-")
+                            || *k == "x-original-url"
+                            || *k == "x-rewrite-url"))
             })
             .map(String::from)
             .collect();

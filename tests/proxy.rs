@@ -708,6 +708,8 @@ fn forwarding_headers_follow_trust() {
         ("x-forwarded-port", "443"),
         ("X-Forwarded-Prefix", "/evil"),
         ("forwarded", "for=203.0.113.5;proto=https"),
+        ("x-original-url", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
     ];
     let rule = json!({"pattern": "^/svc", "target": up.url()});
 
@@ -726,6 +728,8 @@ fn forwarding_headers_follow_trust() {
     assert_eq!(h["x-forwarded-port"], "443");
     assert_eq!(h["x-forwarded-prefix"], "/evil");
     assert_eq!(h["forwarded"], "for=203.0.113.5;proto=https");
+    assert_eq!(h["x-original-url"], "/admin");
+    assert_eq!(h["x-rewrite-url"], "/admin");
 
     let direct = Gateway::start(Options::default().ready());
     created(&direct, rule);
@@ -735,7 +739,13 @@ fn forwarding_headers_follow_trust() {
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], format!("127.0.0.1:{}", direct.port));
-    for dropped in ["x-forwarded-port", "x-forwarded-prefix", "forwarded"] {
+    for dropped in [
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-original-url",
+        "x-rewrite-url",
+    ] {
         assert!(!h.contains_key(dropped), "{dropped} passed: {h:?}");
     }
 }
