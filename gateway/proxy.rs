@@ -357,6 +357,14 @@ impl ProxyHttp for Gateway {
         {
             headers::strip_cors(upstream_response);
         }
+        // A 204 has no body, and may not say it has one (RFC 9110 8.6, RFC 9112 6.1);
+        // Pingora sends none, but passed an upstream's `Content-Length: 5` or
+        // `Transfer-Encoding: chunked` on, and a client or proxy in front that believed
+        // it read the next response's bytes as this body. nginx takes them off too.
+        if upstream_response.status == StatusCode::NO_CONTENT {
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+        }
         if let Some(n) = repeated_content_length(&upstream_response.headers) {
             upstream_response.insert_header(http::header::CONTENT_LENGTH, n.to_string())?;
         }

@@ -1392,6 +1392,44 @@ fn an_http_1_0_client_gets_no_chunked_body() {
     assert!(text.contains("connection: keep-alive"), "{text}");
 }
 
+/// A 204 says nothing of a body (RFC 9110 8.6): an upstream's `Content-Length` or
+/// `Transfer-Encoding` on one is taken off, as nginx does (a client believing it would
+/// take the next response's bytes for this body); its other headers stay. A 304's
+/// `Content-Length` (the size a 200 would have) stays.
+#[test]
+fn a_204_carries_no_body_length() {
+    let port = raw_upstream(|mut conn| {
+        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
+            let answer: &[u8] = if head.starts_with("get /length") {
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\n"
+            } else if head.starts_with("get /chunked") {
+                b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"e\"\r\n\r\n"
+            };
+            let _ = conn.write_all(answer);
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    rule_to(&gw, "^/", port);
+    let get = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        common::raw(gw.port, request.as_bytes(), Duration::from_secs(10))
+    };
+    for path in ["/length", "/chunked"] {
+        let got = get(path);
+        let head = got.to_lowercase();
+        assert!(head.starts_with("http/1.1 204"), "{got}");
+        assert!(head.contains("x-kept: 1"), "{path}: {got}");
+        assert!(!head.contains("content-length"), "{path}: {got}");
+        assert!(!head.contains("transfer-encoding"), "{path}: {got}");
+        assert!(got.ends_with("\r\n\r\n"), "{path}: {got}");
+    }
+    let got = get("/cached");
+    assert!(got.to_lowercase().starts_with("http/1.1 304"), "{got}");
+    assert!(got.to_lowercase().contains("content-length: 5"), "{got}");
+}
+
 /// Host (RFC 9112 3.2): an HTTP/1.1 request without one is answered 400 here, as nginx
 /// does; Pingora passed it upstream. An HTTP/1.0 client may leave it out, but the upstream
 /// request is HTTP/1.1, so it names the upstream then (strict servers, Go's and nginx's,
