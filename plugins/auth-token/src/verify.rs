@@ -164,9 +164,9 @@ impl Verifier {
         let mut tokens = Self::tokens(headers, config.cookie.as_deref());
         let result = match tokens.next() {
             None => Err(Reason::MissingToken),
-            Some(first) => self.verify(first).and_then(|id| {
+            Some(first) => self.verify_with(first, &config).and_then(|id| {
                 tokens
-                    .try_for_each(|t| self.verify(t).map(drop))
+                    .try_for_each(|t| self.verify_with(t, &config).map(drop))
                     .map(|()| id)
             }),
         };
@@ -178,17 +178,21 @@ impl Verifier {
 
     /// Checks one token, using the cache when it was verified before.
     pub fn verify(&self, token: &str) -> Result<Arc<Identity>, Reason> {
+        self.verify_with(token, &self.config.load())
+    }
+
+    /// [`Verifier::verify`] under settings already loaded.
+    fn verify_with(&self, token: &str, config: &AuthConfig) -> Result<Arc<Identity>, Reason> {
         if token.len() > MAX_TOKEN {
             return Err(Reason::Malformed);
         }
-        let config = self.config.load();
         if let Some(hit) = self.cache.get(token) {
-            check_times(hit.exp, hit.nbf, &config)?;
+            check_times(hit.exp, hit.nbf, config)?;
             return Ok(hit.identity.clone());
         }
         let parsed = Parsed::from(token)?;
-        let alg = self.algorithm(&parsed, &config)?;
-        let keys = self.keys(&parsed, alg, &config)?;
+        let alg = self.algorithm(&parsed, config)?;
+        let keys = self.keys(&parsed, alg, config)?;
         let message = &token[..token.rfind('.').unwrap_or(0)];
         let verified = keys.iter().any(|k| {
             jsonwebtoken::crypto::verify(parsed.signature, message.as_bytes(), k, alg)
@@ -197,9 +201,9 @@ impl Verifier {
         if !verified {
             return Err(Reason::BadSignature);
         }
-        check_times(parsed.exp, parsed.nbf, &config)?;
-        check_claims(&parsed.claims, &config)?;
-        let identity = Arc::new(identity(&parsed.claims, &config));
+        check_times(parsed.exp, parsed.nbf, config)?;
+        check_claims(&parsed.claims, config)?;
+        let identity = Arc::new(identity(&parsed.claims, config));
         self.cache.insert(
             token.into(),
             Arc::new(Cached {
