@@ -49,7 +49,8 @@ impl AdminAccess {
     /// `jwt`: the auth-token plugin's check when it is on (`Some(is_admin)` for a verified
     /// token, `None` for no or a bad one); a token whose roles hold `admin` is then an admin
     /// credential too. The master key is compared first and is never parsed as a JWT.
-    /// `from_loopback`: the client is on this host, as far as the gateway can tell.
+    /// `from_loopback`: the client is on this host, as far as the gateway can tell; it is
+    /// admin when no credential source is configured, if the request is [`local_request`].
     pub fn check(
         &self,
         headers: &HeaderMap,
@@ -71,7 +72,24 @@ impl AdminAccess {
                 Some(false) => Err(Denied::Forbidden),
                 None => Err(Denied::Unauthorized),
             },
-            None if self.master_key.is_none() && from_loopback => Ok(()),
+            None if self.master_key.is_none() && from_loopback => {
+                if local_request(headers) {
+                    return Ok(());
+                }
+                let value = |name| {
+                    headers
+                        .get(name)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                };
+                log::warn!(
+                    "admin request from loopback refused: Host {:?}, Origin {:?}: not this host \
+                     (a page of another site in a browser here, or DNS rebinding); with \
+                     RUNTIME_MASTER_KEY set, a browser can send it",
+                    value(http::header::HOST),
+                    value(http::header::ORIGIN),
+                );
+                Err(Denied::Unauthorized)
+            }
             None => Err(Denied::Unauthorized),
         }
     }
@@ -93,6 +111,52 @@ impl AdminAccess {
             up.remove_header(&http::header::AUTHORIZATION);
         }
     }
+}
+
+/// Whether a request from loopback was also addressed to this host by a program on it,
+/// not sent by a browser for a page of another site: its `Host` names a loopback host
+/// (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) and an `Origin`, if any, does too.
+/// Without this, any web page open in a browser on the gateway's machine could use the
+/// admin API that loopback opens when no master key is set: the gateway's CORS admits
+/// every origin by default, so a page's `fetch` could write proxy rules or run SQL. The
+/// `Host` check stops DNS rebinding (a page whose name the attacker re-points at
+/// 127.0.0.1 is same-origin with the gateway, and sends no `Origin` on a GET).
+pub fn local_request(headers: &HeaderMap) -> bool {
+    let names_loopback = |authority: &[u8]| {
+        std::str::from_utf8(authority)
+            .ok()
+            .and_then(|a| a.parse::<http::uri::Authority>().ok())
+            .is_some_and(|a| is_loopback_host(a.host()))
+    };
+    let origin_ok = headers.get(http::header::ORIGIN).is_none_or(|o| {
+        let o = o.as_bytes();
+        [&b"http://"[..], b"https://"]
+            .iter()
+            .any(|scheme| o.strip_prefix(*scheme).is_some_and(names_loopback))
+    });
+    origin_ok
+        && headers
+            .get(http::header::HOST)
+            .is_none_or(|h| names_loopback(h.as_bytes()))
+}
+
+/// `localhost` and its subdomains (RFC 6761 6.3: always loopback, and browsers resolve
+/// them so), or a loopback address (IPv6 in brackets, as in a URL).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .len()
+            .checked_sub(".localhost".len())
+            .and_then(|i| host.get(i..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(buntime_plugin_sdk::net::is_loopback)
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -131,6 +195,40 @@ mod tests {
             a.check(&headers(&[]), true, Some(&no_token)),
             Err(Denied::Unauthorized)
         );
+    }
+
+    #[test]
+    fn local_requests_name_this_host_from_no_other_site() {
+        for (host, origin) in [
+            ("localhost:8000", None),
+            ("LOCALHOST", Some("http://localhost:3000")),
+            ("app.localhost:8000", Some("https://app.localhost")),
+            ("127.0.0.1:8000", Some("http://127.0.0.1:8000")),
+            ("127.1.2.3", None),
+            ("[::1]:8000", Some("http://[::1]:5173")),
+            ("localhost.", None),
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(origin.map(|o| ("origin", o)));
+            assert!(local_request(&headers(&pairs)), "{pairs:?}");
+        }
+        assert!(local_request(&headers(&[])), "HTTP/1.0 without Host");
+        for (host, origin) in [
+            ("evil.example:8000", None),
+            ("localhost.evil.example", None),
+            ("notlocalhost", None),
+            ("10.0.0.1:8000", None),
+            ("[::2]", None),
+            ("localhost:8000", Some("https://evil.example")),
+            ("localhost:8000", Some("null")),
+            ("localhost:8000", Some("http://localhost.evil.example")),
+            ("localhost:8000", Some("file://")),
+            ("localhost:8000", Some("http://user@evil.example")),
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(origin.map(|o| ("origin", o)));
+            assert!(!local_request(&headers(&pairs)), "{pairs:?}");
+        }
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn oversized_content_length_is_413_before_the_body() {
 #[test]
 fn a_malformed_body_to_an_admin_route_is_the_clients_error() {
     let gw = Gateway::start(Options::default());
-    let req = b"POST /redirects/api/rules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nnot a chunk\r\n";
+    let req = b"POST /redirects/api/rules HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nnot a chunk\r\n";
     let out = raw(gw.port, req, Duration::from_secs(5));
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("{\"error\":\"Bad Request\"}"), "{out}");
@@ -238,6 +238,60 @@ fn admin_routes_are_open_to_loopback_without_credentials() {
     let r = gw.get("/api/plugins");
     assert_eq!(r.status, 200);
     assert!(r.json().is_array());
+    // A browser here counts only for pages of this host: a page of another site, which
+    // the default CORS would let write rules (the preflight passes), or a page whose name
+    // was re-pointed at 127.0.0.1 (DNS rebinding: its own origin, and its Host), is not.
+    let rule = json!({"pattern": "^/evil", "target": "http://127.0.0.1:9"});
+    let preflight = gw.send(
+        "OPTIONS",
+        "/redirects/api/rules",
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        None,
+    );
+    assert_eq!(preflight.status, 204, "{preflight:?}");
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("host", "evil.example:8000")],
+        vec![("host", "evil.example"), ("origin", "http://evil.example")],
+    ] {
+        let r = gw.json("POST", "/redirects/api/rules", &headers, &rule);
+        assert_eq!(r.status, 401, "{headers:?}: {r:?}");
+        assert_eq!(r.json()["code"], "AUTH_REQUIRED");
+        assert_eq!(gw.get_with("/api/plugins", &headers).status, 401);
+    }
+    assert_eq!(gw.get("/redirects/api/rules").json(), json!([]));
+    assert!(
+        gw.stderr().contains("admin request from loopback refused"),
+        "{}",
+        gw.logs()
+    );
+    // Pages served from this host, and programs naming it, still are.
+    for headers in [
+        vec![("origin", "http://localhost:3000")],
+        vec![
+            ("host", "localhost:8000"),
+            ("origin", "http://127.0.0.1:8000"),
+        ],
+        vec![("host", "[::1]:8000")],
+    ] {
+        assert_eq!(
+            gw.get_with("/api/plugins", &headers).status,
+            200,
+            "{headers:?}"
+        );
+    }
+    let r = gw.json(
+        "POST",
+        "/redirects/api/rules",
+        &[("origin", "http://localhost:5173")],
+        &rule,
+    );
+    assert_eq!(r.status, 201, "{r:?}");
 }
 
 #[test]
@@ -570,7 +624,7 @@ fn in_flight_request_completes_after_sigterm() {
     let mut gw = Gateway::start(Options::default().ready());
     // A request whose body is still on its way is in flight.
     let mut s = gw.connect();
-    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n").unwrap();
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     gw.signal("TERM");
     std::thread::sleep(Duration::from_millis(700));
@@ -599,7 +653,7 @@ fn shutdown_grace_cuts_a_stuck_request() {
             .ready(),
     );
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (status, took) = gw.stop();
@@ -614,7 +668,7 @@ fn shutdown_grace_cuts_a_stuck_request() {
 fn a_second_signal_stops_without_waiting_out_the_grace() {
     let mut gw = Gateway::start(Options::default().ready());
     let mut s = gw.connect();
-    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n")
+    s.write_all(b"POST /api/plugins HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     gw.signal("INT");
