@@ -20,6 +20,11 @@ pub fn init(level: log::LevelFilter, format: LogFormat) {
         builder.filter_module("pingora_core", log::LevelFilter::Info);
         builder.filter_module("pingora_proxy", log::LevelFilter::Info);
     }
+    // libsql's SQL parser logs every syntax error at ERROR, statement text and all; the
+    // database API already answers it to the client as a 400, so it is the client's
+    // mistake, not the gateway's error.
+    builder.filter_module("sqlite3Parser", log::LevelFilter::Off);
+    builder.filter_module("libsql_sqlite3_parser", log::LevelFilter::Off);
     match format {
         LogFormat::Json => builder.format(|buf, record| {
             let line = serde_json::json!({
