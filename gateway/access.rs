@@ -2,7 +2,7 @@
 //! (constant-time compare), else loopback only when no credential source is configured.
 
 use buntime_plugin_sdk::{ApiError, ApiResponse};
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
 use subtle::ConstantTimeEq;
 
@@ -100,16 +100,25 @@ impl AdminAccess {
     pub fn strip_master_key(&self, up: &mut RequestHeader) {
         let Some(key) = &self.master_key else { return };
         let is_key = |v: &[u8]| bool::from(v.ct_eq(key));
-        if up
-            .headers
-            .get(&X_API_KEY)
-            .is_some_and(|v| is_key(v.as_bytes()))
-        {
-            up.remove_header(&X_API_KEY);
-        }
-        if bearer(&up.headers).is_some_and(is_key) {
-            up.remove_header(&http::header::AUTHORIZATION);
-        }
+        // Each value: an admin UI's key can come next to the app's own in a second header.
+        strip_values(up, &X_API_KEY, |v| is_key(v.as_bytes()));
+        strip_values(up, &http::header::AUTHORIZATION, |v| {
+            bearer_token(v).is_some_and(is_key)
+        });
+    }
+}
+
+/// Takes the values of `name` that `drop` picks off `req`, keeping the others in order.
+fn strip_values(req: &mut RequestHeader, name: &HeaderName, drop: impl Fn(&HeaderValue) -> bool) {
+    let values = req.headers.get_all(name);
+    if !values.iter().any(&drop) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = values.iter().filter(|v| !drop(v)).cloned().collect();
+    req.remove_header(name);
+    for value in kept {
+        // Cannot fail: the name is a valid header name already.
+        let _ = req.append_header(name.clone(), value);
     }
 }
 
@@ -161,8 +170,12 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
 pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, rest) = v.split_at_checked(7)?;
+    bearer_token(headers.get(http::header::AUTHORIZATION)?)
+}
+
+/// The token of one `Authorization` value, if it is a bearer.
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let (scheme, rest) = value.as_bytes().split_at_checked(7)?;
     scheme
         .eq_ignore_ascii_case(b"bearer ")
         .then(|| rest.trim_ascii())

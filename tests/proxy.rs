@@ -783,6 +783,24 @@ fn the_master_key_never_reaches_an_upstream() {
     let h = up.last().headers;
     assert_eq!(h["x-api-key"], "app-key");
     assert_eq!(h["authorization"], "Bearer app-token");
+    // Next to the app's own key in a second header, in either order, the master key goes
+    // and the app's stays.
+    for (name, mine, app) in [
+        ("x-api-key", "mk-secret", "app-key"),
+        ("authorization", "Bearer mk-secret", "Bearer app-token"),
+    ] {
+        for sent in [[(name, mine), (name, app)], [(name, app), (name, mine)]] {
+            assert_eq!(gw.get_with("/svc", &sent).status, 200);
+            let seen = up.last();
+            let count = seen
+                .names
+                .iter()
+                .filter(|n| n.eq_ignore_ascii_case(name))
+                .count();
+            assert_eq!(count, 1, "{sent:?}: {seen:?}");
+            assert_eq!(seen.headers[name], app, "{sent:?}");
+        }
+    }
 }
 
 /// Forwarded requests carry `Via` with this gateway's pseudonym (RFC 9110 7.6.3), and one
