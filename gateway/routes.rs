@@ -139,7 +139,14 @@ impl Router {
         {
             return Route::Shell(shell.clone());
         }
-        let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        // The first segment after exactly one slash: `//web` is no path of app `web`, as
+        // `//redirects/api` is none of the plugin's and `^/web` does not match it. It was
+        // routed to the app, which saw `/` for any `//web/...` (its base did not prefix
+        // the path): the entry page for every asset, and its publicRoutes checked on `/`.
+        let segment = path
+            .strip_prefix('/')
+            .and_then(|p| p.split('/').next())
+            .unwrap_or("");
         if let Some(pool) = &self.pool
             && !segment.is_empty()
             && let Some(app) = pool.app(segment)

@@ -1093,6 +1093,13 @@ fn a_static_folder_asked_for_without_its_slash_is_redirected() {
     }
     assert_eq!(gw.get("/site/docs/").text(), "docs");
     assert_eq!(gw.get("/site/").text(), "<h1>site</h1>");
+    // `//site` is not the app's path (the worker got `/` for any `//site/...`, and
+    // answered its entry page for every file).
+    for path in ["//site", "//site/docs/", "///site/"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        assert!(got.starts_with("HTTP/1.1 404"), "{path}: {got}");
+    }
     // Only GET and HEAD move; the static worker refuses the rest.
     assert_eq!(gw.send("POST", "/site", &[], Some(b"x")).status, 405);
     assert_eq!(gw.get("/hello").status, 200);
