@@ -50,7 +50,8 @@ impl AdminAccess {
     /// token, `None` for no or a bad one); a token whose roles hold `admin` is then an admin
     /// credential too. The master key is compared first and is never parsed as a JWT.
     /// `from_loopback`: the client is on this host, as far as the gateway can tell; it is
-    /// admin when no credential source is configured, if the request is [`local_request`].
+    /// admin when no credential source is configured, unless [`foreign_header`] finds a
+    /// sign that a browser sent it for another site.
     pub fn check(
         &self,
         headers: &HeaderMap,
@@ -73,20 +74,14 @@ impl AdminAccess {
                 None => Err(Denied::Unauthorized),
             },
             None if self.master_key.is_none() && from_loopback => {
-                if local_request(headers) {
+                let Some((name, value)) = foreign_header(headers) else {
                     return Ok(());
-                }
-                let value = |name| {
-                    headers
-                        .get(name)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 };
                 log::warn!(
-                    "admin request from loopback refused: Host {:?}, Origin {:?}: not this host \
-                     (a page of another site in a browser here, or DNS rebinding); with \
-                     RUNTIME_MASTER_KEY set, a browser can send it",
-                    value(http::header::HOST),
-                    value(http::header::ORIGIN),
+                    "admin request from loopback refused: its {name} {:?} is not this host \
+                     (a page of another site open in a browser here, or DNS rebinding); a \
+                     browser page elsewhere needs RUNTIME_MASTER_KEY set, and sent",
+                    String::from_utf8_lossy(value.as_bytes()),
                 );
                 Err(Denied::Unauthorized)
             }
@@ -122,31 +117,36 @@ fn strip_values(req: &mut RequestHeader, name: &HeaderName, drop: impl Fn(&Heade
     }
 }
 
-/// Whether a request from loopback was also addressed to this host by a program on it,
-/// not sent by a browser for a page of another site: its `Host` names a loopback host
-/// (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) and an `Origin`, if any, does too.
+/// What shows that a request from loopback was not addressed to this host by a program
+/// on it, but sent by a browser for a page of another site: an `Origin` or a `Host` that
+/// names no loopback host (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`).
 /// Without this, any web page open in a browser on the gateway's machine could use the
 /// admin API that loopback opens when no master key is set: the gateway's CORS admits
 /// every origin by default, so a page's `fetch` could write proxy rules or run SQL. The
 /// `Host` check stops DNS rebinding (a page whose name the attacker re-points at
 /// 127.0.0.1 is same-origin with the gateway, and sends no `Origin` on a GET).
-pub fn local_request(headers: &HeaderMap) -> bool {
+fn foreign_header(headers: &HeaderMap) -> Option<(&'static str, &HeaderValue)> {
     let names_loopback = |authority: &[u8]| {
         std::str::from_utf8(authority)
             .ok()
             .and_then(|a| a.parse::<http::uri::Authority>().ok())
             .is_some_and(|a| is_loopback_host(a.host()))
     };
-    let origin_ok = headers.get(http::header::ORIGIN).is_none_or(|o| {
-        let o = o.as_bytes();
-        [&b"http://"[..], b"https://"]
-            .iter()
-            .any(|scheme| o.strip_prefix(*scheme).is_some_and(names_loopback))
+    let origin = headers.get(http::header::ORIGIN).filter(|o| {
+        ![&b"http://"[..], b"https://"].iter().any(|scheme| {
+            o.as_bytes()
+                .strip_prefix(*scheme)
+                .is_some_and(names_loopback)
+        })
     });
-    origin_ok
-        && headers
+    let host = || {
+        headers
             .get(http::header::HOST)
-            .is_none_or(|h| names_loopback(h.as_bytes()))
+            .filter(|h| !names_loopback(h.as_bytes()))
+    };
+    origin
+        .map(|o| ("Origin", o))
+        .or_else(|| host().map(|h| ("Host", h)))
 }
 
 /// `localhost` and its subdomains (RFC 6761 6.3: always loopback, and browsers resolve
@@ -223,9 +223,9 @@ mod tests {
         ] {
             let mut pairs = vec![("host", host)];
             pairs.extend(origin.map(|o| ("origin", o)));
-            assert!(local_request(&headers(&pairs)), "{pairs:?}");
+            assert_eq!(foreign_header(&headers(&pairs)), None, "{pairs:?}");
         }
-        assert!(local_request(&headers(&[])), "HTTP/1.0 without Host");
+        assert_eq!(foreign_header(&headers(&[])), None, "HTTP/1.0 without Host");
         for (host, origin) in [
             ("evil.example:8000", None),
             ("localhost.evil.example", None),
@@ -240,7 +240,10 @@ mod tests {
         ] {
             let mut pairs = vec![("host", host)];
             pairs.extend(origin.map(|o| ("origin", o)));
-            assert!(!local_request(&headers(&pairs)), "{pairs:?}");
+            // The header named is the one at fault.
+            let named = if origin.is_some() { "Origin" } else { "Host" };
+            let found = foreign_header(&headers(&pairs)).map(|(name, _)| name);
+            assert_eq!(found, Some(named), "{pairs:?}");
         }
     }
 
