@@ -909,25 +909,14 @@ impl Gateway {
         let host = incoming(&X_FORWARDED_HOST)
             .or_else(|| session.req_header().headers.get(http::header::HOST))
             .cloned();
-        // From a client that is not a trusted proxy, only the gateway's own forwarding
-        // headers pass: frameworks that believe `Forwarded` or `X-Forwarded-Port`/
-        // `-Prefix` (Spring, Tomcat) would build links and redirects from the client's
-        // choice, as they would take its address from `Forwarded: for=`. The same for the
-        // path a proxy in front rewrote from: Symfony and Zend before 2018 (CVE-2018-14773)
-        // routed by `X-Original-URL`/`X-Rewrite-URL`, so a public path carried a
-        // protected one past the token check.
+        // The identity headers are the gateway's alone; from a client that is not a
+        // trusted proxy, so are a proxy's.
         let spoofable: Vec<String> = up
             .headers
             .keys()
             .map(|k| k.as_str())
             .filter(|k| {
-                *k == "x-identity"
-                    || k.starts_with("x-auth-")
-                    || (!trusted
-                        && (*k == "forwarded"
-                            || k.starts_with("x-forwarded-")
-                            || *k == "x-original-url"
-                            || *k == "x-rewrite-url"))
+                *k == "x-identity" || k.starts_with("x-auth-") || (!trusted && set_by_proxy(k))
             })
             .map(String::from)
             .collect();
@@ -1133,6 +1122,30 @@ fn app_request(route: &AppRoute, req: &RequestHeader, up: &mut RequestHeader) ->
     up.set_raw_path(uri.as_bytes())?;
     up.insert_header("x-base", route.base.clone())?;
     Ok(())
+}
+
+/// Headers that only a proxy in front of the gateway sets, dropped from anyone else: what
+/// a client sends there is its own choice. Frameworks that believe `Forwarded` or
+/// `X-Forwarded-Port`/`-Prefix` (Spring, Tomcat) build links and redirects from them and
+/// take the client's address from `Forwarded: for=`; apps and rate limiters read the
+/// address CDNs put in `True-Client-IP`, `CF-Connecting-IP`, `Fastly-Client-IP` or
+/// `Client-IP` (Rails, many PHP apps); Symfony and Zend before 2018 (CVE-2018-14773)
+/// routed by `X-Original-URL`/`X-Rewrite-URL`, so a public path carried a protected one
+/// past the token check. The gateway sets `X-Forwarded-For/-Proto/-Host` and `X-Real-IP`.
+fn set_by_proxy(name: &str) -> bool {
+    name.starts_with("x-forwarded-")
+        || matches!(
+            name,
+            "forwarded"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "true-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+                | "client-ip"
+                | "x-client-ip"
+                | "x-cluster-client-ip"
+        )
 }
 
 fn is_timeout(e: &Error) -> bool {

@@ -710,6 +710,9 @@ fn forwarding_headers_follow_trust() {
         ("forwarded", "for=203.0.113.5;proto=https"),
         ("x-original-url", "/admin"),
         ("X-Rewrite-URL", "/admin"),
+        ("true-client-ip", "203.0.113.7"),
+        ("CF-Connecting-IP", "203.0.113.7"),
+        ("client-ip", "203.0.113.7"),
     ];
     let rule = json!({"pattern": "^/svc", "target": up.url()});
 
@@ -730,6 +733,7 @@ fn forwarding_headers_follow_trust() {
     assert_eq!(h["forwarded"], "for=203.0.113.5;proto=https");
     assert_eq!(h["x-original-url"], "/admin");
     assert_eq!(h["x-rewrite-url"], "/admin");
+    assert_eq!(h["true-client-ip"], "203.0.113.7");
 
     let direct = Gateway::start(Options::default().ready());
     created(&direct, rule);
@@ -745,6 +749,9 @@ fn forwarding_headers_follow_trust() {
         "forwarded",
         "x-original-url",
         "x-rewrite-url",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "client-ip",
     ] {
         assert!(!h.contains_key(dropped), "{dropped} passed: {h:?}");
     }
