@@ -186,7 +186,7 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, and app folders no request can reach.
+/// not loaded, a JWT secret too short to be safe, app folders no request can reach, and static apps that start a process per request.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
@@ -200,36 +200,54 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
         .filter_map(|p| AuthPlugin::weak_secret_warning(&p.settings));
     not_loaded
         .chain(weak_secret)
-        .chain(shadowed_apps(config, order))
+        .chain(app_warnings(config, order))
         .collect()
 }
 
-/// App folders whose plain paths the runtime API or a plugin routes first (SPEC 1):
-/// `apps/gateway` is listed by `/api/apps`, yet `/gateway/...` is the gateway plugin's.
-/// Named at start only; a folder added later is not.
-fn shadowed_apps(config: &Config, order: &Order) -> Vec<String> {
+/// What to say of the app folders: those whose plain paths the runtime API or a plugin
+/// routes first (SPEC 1: `apps/gateway` is listed by `/api/apps`, yet `/gateway/...` is
+/// the gateway plugin's), and static apps left at `ttl: 0`, which start a process for
+/// every request (SPEC 8.2's default; about 20 requests a second on this project's
+/// 2-core machine, where one kept worker serves thousands). Named at start (and on
+/// SIGHUP) only; a folder added later is not.
+fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
     let api = &config.server.api_base;
     let plugins: Vec<(&str, String)> = loaded_bases(config, order).collect();
+    let shadowed = |name: &str, path: &str| {
+        let own = format!("/{name}");
+        if below(&own, api).is_some() {
+            // Discovery never resolves the API's segment, with a version or without.
+            return Some(format!(
+                "app {name} ({path}) is never reached: the runtime API owns {api}; \
+                 rename its folder"
+            ));
+        }
+        let (plugin, base) = plugins
+            .iter()
+            .find(|(_, base)| below(&own, base).is_some())?;
+        Some(format!(
+            "app {name} ({path}) is reached only as /{name}@<version>/...: plugin \
+             {plugin} owns {base}; rename its folder"
+        ))
+    };
+    let ephemeral_static = |name: &str, path: &str| {
+        let manifest = buntime_workers::manifest::load(std::path::Path::new(path)).ok()?;
+        (manifest.command.is_none() && manifest.ephemeral()).then(|| {
+            format!(
+                "app {name} ({path}) is static with ttl 0: a worker process starts for \
+                 each request, a few dozen a second at most; set ttl (5m, say) to keep \
+                 one running"
+            )
+        })
+    };
     Discovery::new(config.server.worker_dirs.clone(), Vec::new())
         .list()
         .into_iter()
-        .filter_map(|app| {
+        .flat_map(|app| {
             let (name, path) = (&app.name, &app.path);
-            let own = format!("/{name}");
-            if below(&own, api).is_some() {
-                // Discovery never resolves the API's segment, with a version or without.
-                return Some(format!(
-                    "app {name} ({path}) is never reached: the runtime API owns {api}; \
-                     rename its folder"
-                ));
-            }
-            let (plugin, base) = plugins
-                .iter()
-                .find(|(_, base)| below(&own, base).is_some())?;
-            Some(format!(
-                "app {name} ({path}) is reached only as /{name}@<version>/...: plugin \
-                 {plugin} owns {base}; rename its folder"
-            ))
+            shadowed(name, path)
+                .into_iter()
+                .chain(ephemeral_static(name, path))
         })
         .collect()
 }

@@ -506,6 +506,38 @@ fn check_names_app_folders_a_plugin_shadows() {
     assert!(!out.contains("app api"), "{out}");
 }
 
+/// A static app left at `ttl: 0` starts a process per request (SPEC 8.2's default): a few
+/// dozen requests a second. `check` and the start-up log say so; a command app at `ttl: 0`
+/// (CGI-like on purpose) and a static app with a ttl are not named.
+#[test]
+fn check_names_static_apps_that_start_a_process_per_request() {
+    let apps = tempfile::tempdir().unwrap();
+    for (name, manifest) in [
+        ("site", "entrypoint: index.html\n"),
+        ("kept", "ttl: 5m\n"),
+        ("cgi", "command: [./run]\n"),
+    ] {
+        common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
+    }
+    let dirs = apps.path().display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: app site (") && out.contains("is static with ttl 0"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("app kept") && !out.contains("app cgi"),
+        "{out}"
+    );
+    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
+    assert!(
+        gw.stderr().contains("is static with ttl 0"),
+        "{}",
+        gw.logs()
+    );
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();
