@@ -28,4 +28,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: when the gateway opens more connections
+    # at once under load, the kernel drops the rest's SYNs and each waits out a 1-second
+    # retransmit (p99 ~1 s at 16 clients; 6 ms with this).
+    request_queue_size = 1024
+
+
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
