@@ -150,7 +150,9 @@ fn foreign_header(headers: &HeaderMap) -> Option<(&'static str, &HeaderValue)> {
 }
 
 /// `localhost` and its subdomains (RFC 6761 6.3: always loopback, and browsers resolve
-/// them so), or a loopback address (IPv6 in brackets, as in a URL).
+/// them so), a loopback address, or the unspecified one (`curl 0.0.0.0:8000` reaches
+/// this host too, and the name is the client's own choice, never a rebinding site's);
+/// IPv6 in brackets, as in a URL.
 fn is_loopback_host(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     let ip = host
@@ -165,7 +167,7 @@ fn is_loopback_host(host: &str) -> bool {
             .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
         || ip
             .parse::<std::net::IpAddr>()
-            .is_ok_and(buntime_plugin_sdk::net::is_loopback)
+            .is_ok_and(|ip| buntime_plugin_sdk::net::is_loopback(ip) || ip.is_unspecified())
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -220,6 +222,8 @@ mod tests {
             ("127.1.2.3", None),
             ("[::1]:8000", Some("http://[::1]:5173")),
             ("localhost.", None),
+            ("0.0.0.0:8000", None),
+            ("[::]:8000", Some("http://0.0.0.0:8000")),
         ] {
             let mut pairs = vec![("host", host)];
             pairs.extend(origin.map(|o| ("origin", o)));
