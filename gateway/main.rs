@@ -14,6 +14,7 @@ mod routes;
 mod server;
 mod state;
 mod telemetry;
+mod upgrade;
 mod via;
 
 use std::path::PathBuf;

@@ -346,6 +346,24 @@ impl ProxyHttp for Gateway {
         {
             upstream_response.set_version(Version::HTTP_11);
         }
+        // A 101 makes the connection a tunnel to the upstream: only the WebSocket
+        // handshake the client asked for, proven by its accept key, may (`upgrade.rs`).
+        if upstream_response.status == StatusCode::SWITCHING_PROTOCOLS
+            && !(ctx.websocket
+                && crate::upgrade::accepted(
+                    &session.req_header().headers,
+                    &upstream_response.headers,
+                ))
+        {
+            log::warn!(
+                "refused a 101 from the upstream of {}: not the WebSocket handshake the \
+                 client asked for (no upgrade asked, or a Sec-WebSocket-Accept that does not \
+                 answer its key)",
+                route_label(&ctx.route)
+            );
+            return Error::e_explain(InvalidHTTPHeader, "101 without a WebSocket handshake")
+                .map_err(|e| e.into_up());
+        }
         headers::strip_hop_by_hop(upstream_response);
         if self
             .shared

@@ -972,6 +972,58 @@ fn websockets_through_ws_rules() {
     }
 }
 
+/// A 101 turns the client's connection into a tunnel to the upstream, so it must be the
+/// WebSocket handshake the client asked for, with the accept key only a server that read
+/// the request's key can give. An upstream that echoes a status it is given (httpbin's
+/// `/status/101`) answered 101 without upgrading, and the client's next request went
+/// through the tunnel to any path of it: past the rule's pattern, the token check and the
+/// rate limit. Now `502`, and nothing more reaches the upstream.
+#[test]
+fn a_101_that_is_no_websocket_handshake_is_refused() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let port = raw_upstream(move |mut conn| {
+        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
+            log.lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_string());
+            let answer: &[u8] = if head.starts_with("get /public/status/101") {
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ninside!"
+            };
+            let _ = conn.write_all(answer);
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    rule_to(&gw, "^/public", port);
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    for asked in [upgrade, ""] {
+        let mut s = gw.connect();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /public/status/101 HTTP/1.1\r\nHost: x\r\n{asked}\r\n"
+        )
+        .unwrap();
+        let answer = read_until(&mut s, b"\r\n\r\n").expect("an answer");
+        assert!(answer.starts_with("http/1.1 502"), "{asked:?}: {answer}");
+        // What a smuggler would send next does not reach the upstream.
+        let _ = s.write_all(b"GET /internal/admin HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest);
+        assert!(!rest.contains("inside!"), "{rest}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().all(|l| l.contains("/public/status/101")),
+        "{seen:?}"
+    );
+    assert!(gw.stderr().contains("refused a 101"), "{}", gw.logs());
+}
+
 #[test]
 fn websockets_over_tls() {
     let echo = common::upstream::WssEcho::start();
