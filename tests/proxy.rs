@@ -713,6 +713,9 @@ fn forwarding_headers_follow_trust() {
         ("true-client-ip", "203.0.113.7"),
         ("CF-Connecting-IP", "203.0.113.7"),
         ("client-ip", "203.0.113.7"),
+        ("Fastly-Client-IP", "203.0.113.7"),
+        ("x-client-ip", "203.0.113.7"),
+        ("X-Cluster-Client-IP", "203.0.113.7"),
     ];
     let rule = json!({"pattern": "^/svc", "target": up.url()});
 
@@ -726,14 +729,10 @@ fn forwarding_headers_follow_trust() {
     let h = up.last().headers;
     assert_eq!(h["x-forwarded-for"], "203.0.113.5, 127.0.0.1");
     assert_eq!(h["x-real-ip"], "203.0.113.5");
-    assert_eq!(h["x-forwarded-proto"], "https");
-    assert_eq!(h["x-forwarded-host"], "public.example");
-    assert_eq!(h["x-forwarded-port"], "443");
-    assert_eq!(h["x-forwarded-prefix"], "/evil");
-    assert_eq!(h["forwarded"], "for=203.0.113.5;proto=https");
-    assert_eq!(h["x-original-url"], "/admin");
-    assert_eq!(h["x-rewrite-url"], "/admin");
-    assert_eq!(h["true-client-ip"], "203.0.113.7");
+    // Every other header the proxy sent arrives as it was.
+    for (name, value) in &sent[1..] {
+        assert_eq!(h[&name.to_ascii_lowercase()], *value, "{name}");
+    }
 
     let direct = Gateway::start(Options::default().ready());
     created(&direct, rule);
@@ -752,6 +751,9 @@ fn forwarding_headers_follow_trust() {
         "true-client-ip",
         "cf-connecting-ip",
         "client-ip",
+        "fastly-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
     ] {
         assert!(!h.contains_key(dropped), "{dropped} passed: {h:?}");
     }
