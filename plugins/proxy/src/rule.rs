@@ -481,12 +481,34 @@ mod tests {
 
     #[test]
     fn stored_rules_load_without_connection_headers() {
-        let fields = json!({"pattern": "^/a", "target": "http://h",
-            "headers": {"content-length": "5", "connection": "close", "x-kept": "1"}});
+        // Each of them, spelled as a user might: refused from the API, dropped from a
+        // stored rule.
+        let names = [
+            "Connection",
+            "content-length",
+            "Keep-Alive",
+            "proxy-connection",
+            "TE",
+            "trailer",
+            "Transfer-Encoding",
+            "upgrade",
+        ];
+        assert_eq!(names.len(), CONNECTION_HEADERS.len());
+        let mut headers: Map<String, Json> =
+            names.iter().map(|n| (n.to_string(), json!("1"))).collect();
+        headers.insert("x-kept".into(), json!("1"));
+        let fields = json!({"pattern": "^/a", "target": "http://h", "headers": headers});
         let r = Rule::blank("r1")
             .with_fields(fields.as_object().unwrap(), false)
             .unwrap();
         assert_eq!(r.to_json()["headers"], json!({"x-kept": "1"}));
+        for name in names {
+            let fields = json!({"pattern": "^/a", "target": "http://h", "headers": {name: "1"}});
+            let err = Rule::blank("r1")
+                .with_fields(fields.as_object().unwrap(), true)
+                .unwrap_err();
+            assert!(err.contains("cannot be set by a rule"), "{name}: {err}");
+        }
     }
 
     #[test]
