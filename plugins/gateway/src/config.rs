@@ -227,3 +227,24 @@ fn shell(s: &Settings, problems: &mut Problems) -> Option<ShellConfig> {
         excludes: excludes.into_iter().filter(|e| valid_basename(e)).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_known() {
+        let header = |name: &str| KeyBy::Header(HeaderName::from_bytes(name.as_bytes()).unwrap());
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-api-key",
+        ] {
+            assert!(header(name).is_credential(), "{name}");
+        }
+        assert!(!header("x-tenant").is_credential());
+        assert!(!KeyBy::Ip.is_credential());
+        assert!(!KeyBy::Claim("sub".into()).is_credential());
+    }
+}
