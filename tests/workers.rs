@@ -288,12 +288,20 @@ fn versions_are_picked_by_range() {
         ("/ver@~1.0.0/", "1.0.0"),
         ("/ver@^1.0.0/", "1.2.0"),
         ("/ver@2.0.0/", "2.0.0"),
+        ("/ver@%5E1.0.0/", "1.2.0"),
+        ("/ver@%3E=1.0.0,%3C1.2.0/", "1.0.0"),
     ] {
         let r = gw.get(path);
         assert_eq!(r.status, 200, "{path}: {r:?}\n{}", gw.logs());
         assert_eq!(r.json()["env"]["APP_GREETING"], version, "{path}");
     }
     assert_eq!(gw.get("/ver@1/x").json()["headers"]["x-base"], "/ver@1");
+    let encoded = gw.get("/ver@%5E1/x?q").json();
+    assert_eq!(
+        encoded["headers"]["x-base"], "/ver@%5E1",
+        "the base as the client wrote it"
+    );
+    assert_eq!(encoded["path"], "/x?q");
     assert_eq!(gw.get("/ver@3/").status, 404);
     let versions: Vec<String> = of_app(&gw, "ver")
         .iter()

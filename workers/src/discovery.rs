@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use buntime_plugin_sdk::percent::percent_decode;
 use semver::{Version, VersionReq};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,14 @@ impl Discovery {
         if self.reserved.iter().any(|r| r == name) {
             return None;
         }
-        pick(self.index.load().apps.get(name)?, range)
+        let versions = self.index.load();
+        let versions = versions.apps.get(name)?;
+        // A range may arrive percent-encoded: `>=1.2 <2` always is (a raw `>` or space is
+        // no valid request target), and `^1` is by Python's requests, Safari and others.
+        match range {
+            Some(r) if r.contains('%') => pick(versions, Some(&percent_decode(r).ok()?)),
+            _ => pick(versions, range),
+        }
     }
 
     /// Reads the worker dirs again, so that new and removed folders count.
@@ -266,6 +274,16 @@ mod tests {
             "exact"
         );
         assert_eq!(version(&d, "hello@1.0.0").as_deref(), Some("1.0.0"));
+        assert_eq!(
+            version(&d, "hello@%5E1.0.0").as_deref(),
+            Some("1.4.9"),
+            "a percent-encoded range"
+        );
+        assert_eq!(
+            version(&d, "hello@%3E%3D1.0.1,%20%3C1.4.5").as_deref(),
+            Some("1.4.2")
+        );
+        assert_eq!(version(&d, "hello@%5E1.0.0%zz"), None, "a bad escape");
         assert_eq!(version(&d, "hello@3"), None);
         assert_eq!(version(&d, "hello@garbage"), None);
         assert_eq!(
