@@ -752,6 +752,27 @@ fn restart_replaces_the_workers() {
 }
 
 #[test]
+fn restart_by_name_covers_every_version() {
+    let apps = Apps::new(&[("multi@1.0.0", "ttl: 5m"), ("multi@2.0.0", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options());
+    let (one, two) = (pid_of(&gw.get("/multi@1/")), pid_of(&gw.get("/multi@2/")));
+    // A range restarts the version it picks, and only that one.
+    let r = gw.send("POST", &gw.api("/workers/multi@1/restart"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(gone_within(one, 15));
+    assert!(
+        alive(two),
+        "multi@2's worker was restarted by a restart of multi@1"
+    );
+    let one = pid_of(&gw.get("/multi@1/"));
+    // The bare name, as /api/workers lists both: every version with workers.
+    let r = gw.send("POST", &gw.api("/workers/multi/restart"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(gone_within(two, 15), "the default version kept its worker");
+    assert!(gone_within(one, 15), "multi@1 kept its worker");
+}
+
+#[test]
 fn a_worker_ignoring_sigterm_is_killed_after_the_grace() {
     let apps = Apps::new(&[("stubborn", "ttl: 5m\nenv: {IGNORE_TERM: '1'}")]);
     let gw = Gateway::start(apps.options());

@@ -634,18 +634,33 @@ impl Pool {
         Ok(Lease::new(worker, self, m.max_requests, Some(permit)))
     }
 
-    /// Drains and restarts the app's workers (manifest read again); false if unknown.
+    /// Drains and restarts an app's workers (manifest read again); false if unknown. A
+    /// bare name restarts every version of it that has workers, as `/api/workers` lists
+    /// them all under that name (`hello@1` and `hello@2` both as `hello`); `hello@1`, the
+    /// version it picks.
     pub fn restart(&self, segment: &str) -> bool {
         let Some(loc) = self.discovery.find(segment) else {
             return false;
         };
-        let app = self.app_at(&loc);
-        let before = app.loaded.load();
-        app.loaded.store(Arc::new(Loaded {
-            manifest: read_manifest(&app.name, &app.dir, Some(&before.manifest)),
-            at: Instant::now(),
-        }));
-        let _ = self.tx.send(Cmd::Restart(app));
+        let mut apps = vec![self.app_at(&loc)];
+        if !segment.contains('@') {
+            apps.extend(
+                self.apps
+                    .load()
+                    .values()
+                    .filter(|a| a.name == loc.name && a.dir != loc.dir)
+                    .filter(|a| !a.workers.load().is_empty() && a.dir.is_dir())
+                    .cloned(),
+            );
+        }
+        for app in apps {
+            let before = app.loaded.load();
+            app.loaded.store(Arc::new(Loaded {
+                manifest: read_manifest(&app.name, &app.dir, Some(&before.manifest)),
+                at: Instant::now(),
+            }));
+            let _ = self.tx.send(Cmd::Restart(app));
+        }
         true
     }
 
