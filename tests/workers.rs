@@ -845,7 +845,12 @@ fn a_unix_socket_app() {
 
 #[test]
 fn preload_starts_at_boot() {
-    let apps = Apps::new(&[("early", "ttl: 5m\npreload: true")]);
+    let apps = Apps::new(&[
+        ("early", "ttl: 5m\npreload: true"),
+        // Versions: 1.0.0 preloads, though a bare /versioned/ picks 2.0.0, which does not.
+        ("versioned@1.0.0", "ttl: 5m\npreload: true"),
+        ("versioned@2.0.0", "ttl: 5m"),
+    ]);
     let gw = Gateway::start(apps.options());
     let ready = eventually(Duration::from_secs(10), || {
         of_app(&gw, "early")
@@ -854,6 +859,18 @@ fn preload_starts_at_boot() {
     })
     .expect("preloaded worker");
     assert_eq!(pid_of(&gw.get("/early/")), ready["pid"].as_u64().unwrap());
+    let versioned = eventually(Duration::from_secs(10), || {
+        of_app(&gw, "versioned")
+            .into_iter()
+            .find(|w| w["state"] == "ready")
+    })
+    .expect("the preloading version's worker");
+    assert_eq!(versioned["version"], "1.0.0");
+    assert_eq!(
+        pid_of(&gw.get("/versioned@1/")),
+        versioned["pid"].as_u64().unwrap()
+    );
+    assert_eq!(of_app(&gw, "versioned").len(), 1, "2.0.0 does not preload");
 }
 
 #[test]

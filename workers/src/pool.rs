@@ -516,11 +516,14 @@ impl Pool {
                     .expect("pool runtime");
                 rt.block_on(supervise(supervisor, rx));
             })?;
+        // Every version's own manifest counts, not only the one a bare name picks.
         for listed in pool.discovery.list() {
-            if let Some(app) = pool.app(&listed.name)
-                && app.manifest().is_ok_and(|m| m.preload)
-            {
-                let _ = pool.tx.send(Cmd::Start(app));
+            for version in &listed.versions {
+                if let Some(app) = pool.app(&format!("{}@{version}", listed.name))
+                    && app.manifest().is_ok_and(|m| m.preload)
+                {
+                    let _ = pool.tx.send(Cmd::Start(app));
+                }
             }
         }
         Ok(pool)
