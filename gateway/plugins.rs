@@ -241,14 +241,26 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             )
         })
     };
-    Discovery::new(config.server.worker_dirs.clone(), Vec::new())
+    let discovery = Discovery::new(config.server.worker_dirs.clone(), Vec::new());
+    discovery
         .list()
         .into_iter()
         .flat_map(|app| {
-            let (name, path) = (&app.name, &app.path);
-            shadowed(name, path)
-                .into_iter()
-                .chain(ephemeral_static(name, path))
+            // Each version has its own manifest; the one a bare name picks is named bare.
+            let versions: Vec<(String, String)> = app
+                .versions
+                .iter()
+                .filter_map(|v| discovery.find(&format!("{}@{v}", app.name)).map(|l| (v, l)))
+                .map(|(v, l)| match l.dir.display().to_string() {
+                    path if path == app.path => (app.name.clone(), path),
+                    path => (format!("{}@{v}", app.name), path),
+                })
+                .collect();
+            shadowed(&app.name, &app.path).into_iter().chain(
+                versions
+                    .into_iter()
+                    .filter_map(|(name, path)| ephemeral_static(&name, &path)),
+            )
         })
         .collect()
 }

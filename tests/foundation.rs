@@ -516,6 +516,9 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         ("site", "entrypoint: index.html\n"),
         ("kept", "ttl: 5m\n"),
         ("cgi", "command: [./run]\n"),
+        // The version a bare /old/ picks keeps a worker; an older one does not.
+        ("old@2.0.0", "ttl: 5m\n"),
+        ("old@1.0.0", "{}\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
     }
@@ -524,6 +527,10 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     assert!(ok, "{out}");
     assert!(
         out.contains("warning: app site (") && out.contains("is static with ttl 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: app old@1.0.0 (") && !out.contains("app old ("),
         "{out}"
     );
     assert!(
