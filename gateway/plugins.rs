@@ -186,21 +186,26 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, app folders no request can reach, and
+/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, app folders no
+/// request can reach, and
 /// static apps that start a process per request.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
             .unwrap_or_else(|| format!("plugin {} not loaded: {why}", effective[*i].name))
     });
-    let weak_secret = order
+    let auth = order
         .load
         .iter()
         .map(|&i| &config.plugins[i])
         .filter(|p| p.spec.name == "auth-token")
-        .filter_map(|p| AuthPlugin::weak_secret_warning(&p.settings));
+        .flat_map(|p| {
+            AuthPlugin::weak_secret_warning(&p.settings)
+                .into_iter()
+                .chain(AuthPlugin::plain_jwks_warning(&p.settings))
+        });
     not_loaded
-        .chain(weak_secret)
+        .chain(auth)
         .chain(app_warnings(config, order))
         .collect()
 }

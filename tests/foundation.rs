@@ -452,6 +452,22 @@ fn check_lists_every_bad_value_by_name() {
     assert!(!out.contains("s3cret"), "{out}");
     let (ok, out) = check(None, &[("AUTH_JWT_SECRET", &"k".repeat(32))]);
     assert!(ok && !out.contains("warning"), "{out}");
+    // So is a JWKS over plain http from another host: whoever answers for it signs.
+    let jwks = [("AUTH_JWT_JWKS_URL", "http://idp.example/certs")];
+    let (ok, out) = check(None, &jwks);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: AUTH_JWT_JWKS_URL: the JWKS is fetched over plain http"),
+        "{out}"
+    );
+    for url in [
+        "https://idp.example/certs",
+        "http://127.0.0.1:9/certs",
+        "http://localhost/c",
+    ] {
+        let (ok, out) = check(None, &[("AUTH_JWT_JWKS_URL", url)]);
+        assert!(ok && !out.contains("warning"), "{url}: {out}");
+    }
     // A plugin left out is not a problem, but the check says so, as `serve` logs it: here
     // a secret is set, yet auth-token would not load and no route would ask for a token.
     let (ok, out) = check(

@@ -117,6 +117,27 @@ impl AuthPlugin {
         })
     }
 
+    /// What to say of a JWKS fetched over plain `http` from another host: whoever can
+    /// answer for that address on the way (a spoofed DNS name, a shared network) serves
+    /// keys of their own and signs any token. A warning, not a problem: inside a cluster
+    /// an `http` identity provider is common, and a mesh may encrypt the hop.
+    pub fn plain_jwks_warning(s: &Settings) -> Option<String> {
+        let url = url::Url::parse(&s.string("jwksUrl", &mut Problems::default())?).ok()?;
+        let local = match url.host()? {
+            url::Host::Domain(d) => d == "localhost" || d.ends_with(".localhost"),
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        };
+        (url.scheme() == "http" && !local).then(|| {
+            format!(
+                "{}: the JWKS is fetched over plain http, so whoever can answer for {} on \
+                 the way can hand out keys of their own and sign any token; use https",
+                s.name_of("jwksUrl"),
+                url.host_str().unwrap_or_default()
+            )
+        })
+    }
+
     pub fn new(config: AuthConfig) -> AuthPlugin {
         AuthPlugin {
             verifier: Arc::new(Verifier::new(config)),
