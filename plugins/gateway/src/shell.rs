@@ -57,7 +57,10 @@ impl Shell {
     /// Whether the shell answers this request: not under the runtime API, first segment
     /// not excluded, and a page navigation.
     pub fn wants(&self, method: &Method, path: &str, headers: &HeaderMap, api_base: &str) -> bool {
-        if path == api_base || path.starts_with(&format!("{api_base}/")) {
+        if path
+            .strip_prefix(api_base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
             return false;
         }
         let rest = path.strip_prefix('/').unwrap_or(path);
@@ -65,7 +68,10 @@ impl Shell {
             Some((first, _)) => (first, true),
             None => (rest, false),
         };
-        if !first.is_empty() && self.excluded(first, headers) {
+        // An excluded app is excluded in every version: `/cpanel@2/` too (a basename
+        // cannot name a version, `@` is not allowed in one).
+        let app = first.split('@').next().unwrap_or(first);
+        if !app.is_empty() && self.excluded(app, headers) {
             return false;
         }
         let dest = headers
@@ -185,6 +191,11 @@ mod tests {
             !s.wants(&Method::GET, "/cpanel/x", &h(&doc), "/api"),
             "configured"
         );
+        assert!(
+            !s.wants(&Method::GET, "/cpanel@2/x", &h(&doc), "/api"),
+            "every version of an excluded app"
+        );
+        assert!(s.wants(&Method::GET, "/cpanel2/x", &h(&doc), "/api"));
         assert!(
             !s.wants(&Method::GET, "/legacy", &h(&doc), "/api"),
             "keyval"
