@@ -187,8 +187,7 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
 /// not loaded, a JWT secret too short to be safe, a JWKS over plain http, app folders no
-/// request can reach, and
-/// static apps that start a process per request.
+/// request can reach, and static apps that start a process per request.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
