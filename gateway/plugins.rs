@@ -187,7 +187,7 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
 /// not loaded, a JWT secret too short to be safe, a JWKS over plain http, app folders no
-/// request can reach, and static apps that start a process per request.
+/// request can reach, static apps that start a process per request, invalid manifests.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
@@ -211,10 +211,11 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
 
 /// What to say of the app folders: those whose plain paths the runtime API or a plugin
 /// routes first (SPEC 1: `apps/gateway` is listed by `/api/apps`, yet `/gateway/...` is
-/// the gateway plugin's), and static apps left at `ttl: 0`, which start a process for
+/// the gateway plugin's), static apps left at `ttl: 0`, which start a process for
 /// every request (SPEC 8.2's default; about 20 requests a second on this project's
-/// 2-core machine, where one kept worker serves thousands). Named at start (and on
-/// SIGHUP) only; a folder added later is not.
+/// 2-core machine, where one kept worker serves thousands), and invalid manifests (the
+/// app answers 500, SPEC 8.2; nothing else says so before a request comes). Named at
+/// start (and on SIGHUP) only; a folder added later is not.
 fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
     let api = &config.server.api_base;
     let plugins: Vec<(&str, String)> = loaded_bases(config, order).collect();
@@ -235,8 +236,16 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
              {plugin} owns {base}; rename its folder"
         ))
     };
-    let ephemeral_static = |name: &str, path: &str| {
-        let manifest = buntime_workers::manifest::load(std::path::Path::new(path)).ok()?;
+    let manifest_warning = |name: &str, path: &str| {
+        let manifest = match buntime_workers::manifest::load(std::path::Path::new(path)) {
+            Ok(m) => m,
+            Err(why) => {
+                return Some(format!(
+                    "app {name} ({path}) has an invalid manifest: {why}; its requests \
+                     answer 500 until it is fixed"
+                ));
+            }
+        };
         (manifest.command.is_none() && manifest.ephemeral()).then(|| {
             format!(
                 "app {name} ({path}) is static with ttl 0: a worker process starts for \
@@ -263,7 +272,7 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             shadowed(&app.name, &app.path).into_iter().chain(
                 versions
                     .into_iter()
-                    .filter_map(|(name, path)| ephemeral_static(&name, &path)),
+                    .filter_map(|(name, path)| manifest_warning(&name, &path)),
             )
         })
         .collect()

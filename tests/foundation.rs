@@ -523,8 +523,9 @@ fn check_names_app_folders_a_plugin_shadows() {
 }
 
 /// A static app left at `ttl: 0` starts a process per request (SPEC 8.2's default): a few
-/// dozen requests a second. `check` and the start-up log say so; a command app at `ttl: 0`
-/// (CGI-like on purpose) and a static app with a ttl are not named.
+/// dozen requests a second. `check` and the start-up log say so, and name invalid
+/// manifests; a command app at `ttl: 0` (CGI-like on purpose) and a static app with a ttl
+/// are not named.
 #[test]
 fn check_names_static_apps_that_start_a_process_per_request() {
     let apps = tempfile::tempdir().unwrap();
@@ -535,6 +536,8 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         // The version a bare /old/ picks keeps a worker; an older one does not.
         ("old@2.0.0", "ttl: 5m\n"),
         ("old@1.0.0", "{}\n"),
+        // Answers 500 (SPEC 8.2), and nothing said so before a request came.
+        ("broken@1.0.0", "ttl: 5m\ntimeout: soon\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
     }
@@ -550,12 +553,18 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         "{out}"
     );
     assert!(
+        out.contains("warning: app broken (")
+            && out.contains("has an invalid manifest: timeout: invalid duration"),
+        "{out}"
+    );
+    assert!(
         !out.contains("app kept") && !out.contains("app cgi"),
         "{out}"
     );
     let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
     assert!(
-        gw.stderr().contains("is static with ttl 0"),
+        gw.stderr().contains("is static with ttl 0")
+            && gw.stderr().contains("has an invalid manifest"),
         "{}",
         gw.logs()
     );
