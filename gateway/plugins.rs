@@ -213,9 +213,10 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
 /// routes first (SPEC 1: `apps/gateway` is listed by `/api/apps`, yet `/gateway/...` is
 /// the gateway plugin's), static apps left at `ttl: 0`, which start a process for
 /// every request (SPEC 8.2's default; about 20 requests a second on this project's
-/// 2-core machine, where one kept worker serves thousands), and invalid manifests (the
-/// app answers 500, SPEC 8.2; nothing else says so before a request comes). Named at
-/// start (and on SIGHUP) only; a folder added later is not.
+/// 2-core machine, where one kept worker serves thousands), static apps without their
+/// entry file, and invalid manifests (the app answers 500, SPEC 8.2; nothing else says
+/// so before a request comes). Named at start (and on SIGHUP) only; a folder added later
+/// is not.
 fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
     let api = &config.server.api_base;
     let plugins: Vec<(&str, String)> = loaded_bases(config, order).collect();
@@ -236,23 +237,38 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
              {plugin} owns {base}; rename its folder"
         ))
     };
-    let manifest_warning = |name: &str, path: &str| {
+    let manifest_warnings = |name: &str, path: &str| -> Vec<String> {
         let manifest = match buntime_workers::manifest::load(std::path::Path::new(path)) {
             Ok(m) => m,
             Err(why) => {
-                return Some(format!(
+                return vec![format!(
                     "app {name} ({path}) has an invalid manifest: {why}; its requests \
                      answer 500 until it is fixed"
-                ));
+                )];
             }
         };
-        (manifest.command.is_none() && manifest.ephemeral()).then(|| {
-            format!(
+        let mut out = Vec::new();
+        if manifest.command.is_some() {
+            return out;
+        }
+        if !std::path::Path::new(path)
+            .join(&manifest.entrypoint)
+            .is_file()
+        {
+            out.push(format!(
+                "app {name} ({path}) is static, but its entry {} is not in the folder: \
+                 every page it would serve answers 404",
+                manifest.entrypoint
+            ));
+        }
+        if manifest.ephemeral() {
+            out.push(format!(
                 "app {name} ({path}) is static with ttl 0: a worker process starts for \
                  each request, a few dozen a second at most; set ttl (5m, say) to keep \
                  one running"
-            )
-        })
+            ));
+        }
+        out
     };
     let discovery = Discovery::new(config.server.worker_dirs.clone(), Vec::new());
     discovery
@@ -272,7 +288,7 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             shadowed(&app.name, &app.path).into_iter().chain(
                 versions
                     .into_iter()
-                    .filter_map(|(name, path)| manifest_warning(&name, &path)),
+                    .flat_map(|(name, path)| manifest_warnings(&name, &path)),
             )
         })
         .collect()

@@ -501,6 +501,7 @@ fn check_names_app_folders_a_plugin_shadows() {
     let apps = tempfile::tempdir().unwrap();
     for name in ["gateway", "api", "hello"] {
         common::write(&apps.path().join(name).join("manifest.yaml"), "ttl: 1m\n");
+        common::write(&apps.path().join(name).join("index.html"), "<p>hi</p>");
     }
     let dirs = apps.path().display().to_string();
     let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
@@ -524,8 +525,8 @@ fn check_names_app_folders_a_plugin_shadows() {
 
 /// A static app left at `ttl: 0` starts a process per request (SPEC 8.2's default): a few
 /// dozen requests a second. `check` and the start-up log say so, and name invalid
-/// manifests; a command app at `ttl: 0` (CGI-like on purpose) and a static app with a ttl
-/// are not named.
+/// manifests and missing entry files; a command app at `ttl: 0` (CGI-like on purpose) and
+/// a static app with a ttl are not named.
 #[test]
 fn check_names_static_apps_that_start_a_process_per_request() {
     let apps = tempfile::tempdir().unwrap();
@@ -538,8 +539,13 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         ("old@1.0.0", "{}\n"),
         // Answers 500 (SPEC 8.2), and nothing said so before a request came.
         ("broken@1.0.0", "ttl: 5m\ntimeout: soon\n"),
+        // A deploy without its build: every page 404.
+        ("unbuilt", "ttl: 5m\nentrypoint: dist/index.html\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
+        if name != "unbuilt" {
+            common::write(&apps.path().join(name).join("index.html"), "<p>hi</p>");
+        }
     }
     let dirs = apps.path().display().to_string();
     let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
@@ -555,6 +561,11 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     assert!(
         out.contains("warning: app broken (")
             && out.contains("has an invalid manifest: timeout: invalid duration"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: app unbuilt (")
+            && out.contains("its entry dist/index.html is not in the folder"),
         "{out}"
     );
     assert!(
