@@ -187,7 +187,8 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
 /// not loaded, a JWT secret too short to be safe, a JWKS over plain http, app folders no
-/// request can reach, static apps that start a process per request, invalid manifests.
+/// request can reach, static apps that start a process per request, invalid manifests and
+/// unread manifest keys.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
@@ -214,9 +215,10 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
 /// the gateway plugin's), static apps left at `ttl: 0`, which start a process for
 /// every request (SPEC 8.2's default; about 20 requests a second on this project's
 /// 2-core machine, where one kept worker serves thousands), static apps without their
-/// entry file, and invalid manifests (the app answers 500, SPEC 8.2; nothing else says
-/// so before a request comes). Named at start (and on SIGHUP) only; a folder added later
-/// is not.
+/// entry file, invalid manifests (the app answers 500, SPEC 8.2) and manifest keys the
+/// gateway does not read. Named at start, on SIGHUP and by `check`; the pool names an
+/// invalid manifest or unread keys again when it first reads them for a request, which
+/// covers a folder added later.
 fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
     let api = &config.server.api_base;
     let plugins: Vec<(&str, String)> = loaded_bases(config, order).collect();
@@ -248,6 +250,13 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             }
         };
         let mut out = Vec::new();
+        if !manifest.ignored.is_empty() {
+            out.push(format!(
+                "app {name} ({path}): manifest key(s) {} are not read by the gateway and are \
+                 ignored (a typo?)",
+                manifest.ignored.join(", ")
+            ));
+        }
         if manifest.command.is_some() {
             return out;
         }

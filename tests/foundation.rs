@@ -525,8 +525,8 @@ fn check_names_app_folders_a_plugin_shadows() {
 
 /// A static app left at `ttl: 0` starts a process per request (SPEC 8.2's default): a few
 /// dozen requests a second. `check` and the start-up log say so, and name invalid
-/// manifests and missing entry files; a command app at `ttl: 0` (CGI-like on purpose) and
-/// a static app with a ttl are not named.
+/// manifests, missing entry files and unread keys; a command app at `ttl: 0` (CGI-like on
+/// purpose) and a static app with a ttl are not named.
 #[test]
 fn check_names_static_apps_that_start_a_process_per_request() {
     let apps = tempfile::tempdir().unwrap();
@@ -541,6 +541,8 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         ("broken@1.0.0", "ttl: 5m\ntimeout: soon\n"),
         // A deploy without its build: every page 404.
         ("unbuilt", "ttl: 5m\nentrypoint: dist/index.html\n"),
+        // `tll` for `ttl`: a typo the app's own manifest shows nowhere else before use.
+        ("typo", "tll: 5m\ncommand: [./run]\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
         if name != "unbuilt" {
@@ -566,6 +568,11 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     assert!(
         out.contains("warning: app unbuilt (")
             && out.contains("its entry dist/index.html is not in the folder"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: app typo (")
+            && out.contains("manifest key(s) tll are not read by the gateway"),
         "{out}"
     );
     assert!(

@@ -887,6 +887,17 @@ fn an_invalid_manifest_fails_that_app_only() {
         "{error}"
     );
     assert_eq!(gw.get("/good/").status, 200);
+    // Deployed while the gateway runs: the start-up warnings never saw it, its first
+    // request names it in the log, once however many follow.
+    apps.manifest("late", "ttl: later\n");
+    let seen = eventually(Duration::from_secs(5), || {
+        (gw.get("/late/").status == 500).then_some(())
+    });
+    assert!(seen.is_some(), "{}", gw.logs());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(gw.get("/late/").status, 500);
+    let warning = "app late: invalid manifest: ttl: invalid duration";
+    assert_eq!(gw.logs().matches(warning).count(), 1, "{}", gw.logs());
 
     // Fixed on disk: served without a restart.
     apps.add("bad", "ttl: 5m");

@@ -229,24 +229,34 @@ impl std::fmt::Debug for App {
     }
 }
 
-/// Reads an app's manifest; keys it does not read are named in a warning when they differ
-/// from the `before` read's (a manifest is read again up to once a second).
+/// Reads an app's manifest; keys it does not read, or why it is invalid, are named in a
+/// warning when they differ from the `before` read's (a manifest is read again up to once
+/// a second). An app deployed while the gateway runs is named here, on its first request.
 fn read_manifest(
     app: &str,
     dir: &Path,
     before: Option<&Result<Arc<AppManifest>, String>>,
 ) -> Result<Arc<AppManifest>, String> {
     let fresh = manifest::load(dir).map(Arc::new);
-    if let Ok(m) = &fresh
-        && !m.ignored.is_empty()
-        && before
-            .and_then(|b| b.as_ref().ok())
-            .is_none_or(|b| b.ignored != m.ignored)
-    {
-        log::warn!(
-            "app {app}: manifest key(s) {} are not read by the gateway and are ignored (a typo?)",
-            m.ignored.join(", ")
-        );
+    match &fresh {
+        Ok(m)
+            if !m.ignored.is_empty()
+                && before
+                    .and_then(|b| b.as_ref().ok())
+                    .is_none_or(|b| b.ignored != m.ignored) =>
+        {
+            log::warn!(
+                "app {app}: manifest key(s) {} are not read by the gateway and are ignored \
+                 (a typo?)",
+                m.ignored.join(", ")
+            );
+        }
+        Err(why) if before.is_none_or(|b| b.as_ref().err() != Some(why)) => {
+            log::warn!(
+                "app {app}: invalid manifest: {why}; its requests answer 500 until it is fixed"
+            );
+        }
+        _ => {}
     }
     fresh
 }
@@ -516,13 +526,16 @@ impl Pool {
                     .expect("pool runtime");
                 rt.block_on(supervise(supervisor, rx));
             })?;
-        // Every version's own manifest counts, not only the one a bare name picks.
+        // Every version's own manifest counts, not only the one a bare name picks. Only
+        // preloading apps join the pool here: the others do on their first request, whose
+        // read of the manifest names what is wrong with it (the start-up warnings have
+        // named it already for folders there at start).
         for listed in pool.discovery.list() {
             for version in &listed.versions {
-                if let Some(app) = pool.app(&format!("{}@{version}", listed.name))
-                    && app.manifest().is_ok_and(|m| m.preload)
+                if let Some(loc) = pool.discovery.find(&format!("{}@{version}", listed.name))
+                    && manifest::load(&loc.dir).is_ok_and(|m| m.preload)
                 {
-                    let _ = pool.tx.send(Cmd::Start(app));
+                    let _ = pool.tx.send(Cmd::Start(pool.app_at(&loc)));
                 }
             }
         }
