@@ -401,7 +401,10 @@ mod tests {
     /// a client can share a slot in every row of the sketch, and is over-counted: the
     /// sketch's hashers are seeded at random when it is made, so which clients collide is
     /// chance. Of 1,000 clients measured there, nearly all get N and the rest lose one
-    /// request (about one in 180 expected: (1 - e^(-21,000/65,536))^4).
+    /// request (about one in 180 expected: (1 - e^(-21,000/65,536))^4). Losing two takes
+    /// a slot holding two others, or an earlier measured client, in all four rows: about
+    /// 0.05^4 per client, so one of the 1,000 does in about one run in 140 (seen in CI);
+    /// three such clients in a run, about one in 10^7.
     #[test]
     fn estimator_accuracy() {
         let allowed = |l: &Limiter, key: &str, n: u64| {
@@ -434,7 +437,7 @@ mod tests {
             got[2]
         );
         assert!(got[0] >= 970, "{got:?}");
-        assert_eq!(got[2], 0, "{got:?}");
+        assert!(got[2] <= 2, "{got:?}");
     }
 
     #[test]
