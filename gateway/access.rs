@@ -1,6 +1,8 @@
 //! The admin check of SPEC 3: master key in `X-API-Key` or `Authorization: Bearer`
 //! (constant-time compare), else loopback only when no credential source is configured.
 
+use buntime_plugin_sdk::net::is_loopback_host;
+use buntime_plugin_sdk::request::bearer_token;
 use buntime_plugin_sdk::{ApiError, ApiResponse};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
@@ -149,39 +151,9 @@ fn foreign_header(headers: &HeaderMap) -> Option<(&'static str, &HeaderValue)> {
         .or_else(|| host().map(|h| ("Host", h)))
 }
 
-/// `localhost` and its subdomains (RFC 6761 6.3: always loopback, and browsers resolve
-/// them so), a loopback address, or the unspecified one (`curl 0.0.0.0:8000` reaches
-/// this host too, and the name is the client's own choice, never a rebinding site's);
-/// IPv6 in brackets, as in a URL.
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let ip = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .len()
-            .checked_sub(".localhost".len())
-            .and_then(|i| host.get(i..))
-            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
-        || ip
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| buntime_plugin_sdk::net::is_loopback(ip) || ip.is_unspecified())
-}
-
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
 pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     bearer_token(headers.get(http::header::AUTHORIZATION)?)
-}
-
-/// The token of one `Authorization` value, if it is a bearer.
-fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
-    let (scheme, rest) = value.as_bytes().split_at_checked(7)?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer ")
-        .then(|| rest.trim_ascii())
-        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -123,17 +123,12 @@ impl AuthPlugin {
     /// an `http` identity provider is common, and a mesh may encrypt the hop.
     pub fn plain_jwks_warning(s: &Settings) -> Option<String> {
         let url = url::Url::parse(&s.string("jwksUrl", &mut Problems::default())?).ok()?;
-        let local = match url.host()? {
-            url::Host::Domain(d) => d == "localhost" || d.ends_with(".localhost"),
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-        };
-        (url.scheme() == "http" && !local).then(|| {
+        let host = url.host_str()?;
+        (url.scheme() == "http" && !buntime_plugin_sdk::net::is_loopback_host(host)).then(|| {
             format!(
-                "{}: the JWKS is fetched over plain http, so whoever can answer for {} on \
+                "{}: the JWKS is fetched over plain http, so whoever can answer for {host} on \
                  the way can hand out keys of their own and sign any token; use https",
                 s.name_of("jwksUrl"),
-                url.host_str().unwrap_or_default()
             )
         })
     }

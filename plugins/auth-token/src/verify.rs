@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use buntime_plugin_sdk::Identity;
+use buntime_plugin_sdk::request::bearer_token;
 use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value as Json};
@@ -134,13 +135,13 @@ impl Verifier {
         headers: &'h HeaderMap,
         cookie: Option<&'h str>,
     ) -> impl Iterator<Item = &'h str> {
+        // Visible ASCII only, as before: a token of other bytes is no token.
         let bearers = headers
             .get_all(http::header::AUTHORIZATION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split_at_checked(7))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer "))
-            .map(|(_, token)| token.trim());
+            .filter(|v| v.to_str().is_ok())
+            .filter_map(bearer_token)
+            .filter_map(|t| std::str::from_utf8(t).ok());
         let cookies = cookie.into_iter().flat_map(move |name| {
             headers
                 .get_all(http::header::COOKIE)

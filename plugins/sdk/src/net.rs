@@ -1,5 +1,5 @@
 //! The client address of SPEC 3: the TCP peer, or the first `X-Forwarded-For` entry when
-//! the peer is a trusted proxy.
+//! the peer is a trusted proxy; and which host names are this host's.
 
 use std::net::IpAddr;
 
@@ -83,9 +83,59 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     canonical(ip).is_loopback()
 }
 
+/// Whether a host (of a `Host` header, an `Origin`, a URL) is this host: `localhost` and
+/// its subdomains (RFC 6761 6.3: always loopback, and browsers resolve them so), a
+/// loopback address, or the unspecified one (`curl 0.0.0.0:8000` reaches this host too,
+/// and the name is the client's own choice, never a rebinding site's); IPv6 in brackets,
+/// as in a URL.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.rsplit('.')
+        .next()
+        .is_some_and(|last| last.eq_ignore_ascii_case("localhost"))
+        || ip
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| is_loopback(ip) || ip.is_unspecified())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "localhost.",
+            "app.localhost",
+            "a.b.Localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+            "0.0.0.0",
+            "[::]",
+            "[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            "notlocalhost",
+            "localhost.evil.example",
+            "localhostx",
+            "10.0.0.1",
+            "[::2]",
+            "::1x",
+            "evil.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -7,6 +7,17 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
+/// The token of one `Authorization` value when its scheme is `Bearer` (any case), trimmed;
+/// `None` for another scheme or an empty token. The gateway's admin and metrics checks and
+/// the JWT check read it alike.
+pub fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let (scheme, rest) = value.as_bytes().split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
 /// Which handler owns a request (SPEC 1 step 3); also the metrics `route` label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteKind {
@@ -140,5 +151,21 @@ impl IntoIterator for HeaderList {
 
     fn into_iter(self) -> Self::IntoIter {
         self.entries.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        let token =
+            |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(<[u8]>::to_vec);
+        assert_eq!(token("Bearer abc").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(token("bEARER  abc ").as_deref(), Some(&b"abc"[..]));
+        for none in ["Basic abc", "Bearer ", "Bearer   ", "Bearerabc", "Bear"] {
+            assert_eq!(token(none), None, "{none}");
+        }
     }
 }
