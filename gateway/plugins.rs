@@ -3,6 +3,7 @@
 //! the typed handles the request path needs. Services one plugin needs from another are
 //! passed in as `Arc`s here, in load order.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use buntime_auth_token::AuthPlugin;
@@ -280,27 +281,21 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
         out
     };
     let discovery = Discovery::new(config.server.worker_dirs.clone(), Vec::new());
-    discovery
-        .list()
-        .into_iter()
-        .flat_map(|app| {
-            // Each version has its own manifest; the one a bare name picks is named bare.
-            let versions: Vec<(String, String)> = app
-                .versions
-                .iter()
-                .filter_map(|v| discovery.find(&format!("{}@{v}", app.name)).map(|l| (v, l)))
-                .map(|(v, l)| match l.dir.display().to_string() {
-                    path if path == app.path => (app.name.clone(), path),
-                    path => (format!("{}@{v}", app.name), path),
-                })
-                .collect();
-            shadowed(&app.name, &app.path).into_iter().chain(
-                versions
-                    .into_iter()
-                    .flat_map(|(name, path)| manifest_warnings(&name, &path)),
-            )
-        })
-        .collect()
+    let listed = discovery.list();
+    // Each version has its own manifest; the one a bare name picks is named bare.
+    let defaults: HashSet<&str> = listed.iter().map(|app| app.path.as_str()).collect();
+    let shadowing = listed
+        .iter()
+        .filter_map(|app| shadowed(&app.name, &app.path));
+    let manifests = discovery.every_version().into_iter().flat_map(|loc| {
+        let path = loc.dir.display().to_string();
+        let name = match defaults.contains(path.as_str()) {
+            true => loc.name,
+            false => format!("{}@{}", loc.name, loc.version),
+        };
+        manifest_warnings(&name, &path)
+    });
+    shadowing.chain(manifests).collect()
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and what

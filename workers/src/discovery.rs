@@ -83,6 +83,30 @@ impl Discovery {
         self.index.store(Arc::new(scan(&self.dirs)));
     }
 
+    /// Every version of every app, each with its folder: by name, newest first. What
+    /// applies to each version's own manifest (preloading, the start-up warnings) reads
+    /// these, not the one version a bare name picks.
+    pub fn every_version(&self) -> Vec<Located> {
+        let index = self.index.load();
+        let mut out: Vec<Located> = index
+            .apps
+            .iter()
+            .flat_map(|(name, versions)| {
+                versions.iter().map(|(v, dir)| Located {
+                    name: name.clone(),
+                    version: v.clone(),
+                    dir: dir.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| order(&b.version, &a.version))
+        });
+        out
+    }
+
     /// Every app in every worker dir, for `GET /api/apps`.
     pub fn list(&self) -> Vec<Listed> {
         let index = self.index.load();
@@ -318,6 +342,21 @@ mod tests {
         let listed = d.list();
         let tool = listed.iter().find(|l| l.name == "tool").unwrap();
         assert_eq!(tool.versions, vec!["latest", "2.0.0", "1.0.0"]);
+        let every: Vec<(String, String, PathBuf)> = d
+            .every_version()
+            .into_iter()
+            .map(|l| (l.name, l.version, l.dir))
+            .collect();
+        let own = |n: &str, v: &str, dir: &PathBuf| (n.to_string(), v.to_string(), dir.clone());
+        assert_eq!(
+            every,
+            [
+                own("other", "1.0.0", &external.path().join("other@1.0.0")),
+                own("tool", "latest", &core.path().join("tool")),
+                own("tool", "2.0.0", &external.path().join("tool@2.0.0")),
+                own("tool", "1.0.0", &core.path().join("tool@1.0.0")),
+            ]
+        );
     }
 
     #[test]

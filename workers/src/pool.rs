@@ -530,13 +530,9 @@ impl Pool {
         // preloading apps join the pool here: the others do on their first request, whose
         // read of the manifest names what is wrong with it (the start-up warnings have
         // named it already for folders there at start).
-        for listed in pool.discovery.list() {
-            for version in &listed.versions {
-                if let Some(loc) = pool.discovery.find(&format!("{}@{version}", listed.name))
-                    && manifest::load(&loc.dir).is_ok_and(|m| m.preload)
-                {
-                    let _ = pool.tx.send(Cmd::Start(pool.app_at(&loc)));
-                }
+        for loc in pool.discovery.every_version() {
+            if manifest::load(&loc.dir).is_ok_and(|m| m.preload) {
+                let _ = pool.tx.send(Cmd::Start(pool.app_at(&loc)));
             }
         }
         Ok(pool)
