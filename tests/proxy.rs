@@ -984,17 +984,14 @@ fn websockets_through_ws_rules() {
 fn a_101_that_is_no_websocket_handshake_is_refused() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
-    let port = raw_upstream(move |mut conn| {
-        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
-            log.lock()
-                .unwrap()
-                .push(head.lines().next().unwrap_or("").to_string());
-            let answer: &[u8] = if head.starts_with("get /public/status/101") {
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ninside!"
-            };
-            let _ = conn.write_all(answer);
+    let port = answering_heads(move |head| {
+        log.lock()
+            .unwrap()
+            .push(head.lines().next().unwrap_or("").to_string());
+        if head.starts_with("get /public/status/101") {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ninside!"
         }
     });
     let gw = Gateway::start(Options::default().ready());
@@ -1397,6 +1394,17 @@ fn raw_upstream(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> u16 {
     port
 }
 
+/// An upstream that answers each request head on a connection (lower-cased, body-less
+/// requests only) with the bytes `answer` picks for it, as they are: a status or headers
+/// no HTTP server library would send.
+fn answering_heads(answer: impl Fn(&str) -> &'static [u8] + Send + Sync + 'static) -> u16 {
+    raw_upstream(move |mut conn| {
+        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
+            let _ = conn.write_all(answer(&head));
+        }
+    })
+}
+
 /// Reads from `s` up to and including the first `end`; `None` when the peer closes or
 /// fails first. A byte at a time, so what follows `end` (a body sent with its head in one
 /// segment) stays unread: read in blocks, a head followed by its body never ended with
@@ -1477,16 +1485,13 @@ fn an_http_1_0_client_gets_no_chunked_body() {
 /// `Content-Length` (the size a 200 would have) stays.
 #[test]
 fn a_204_carries_no_body_length() {
-    let port = raw_upstream(|mut conn| {
-        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
-            let answer: &[u8] = if head.starts_with("get /length") {
-                b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\n"
-            } else if head.starts_with("get /chunked") {
-                b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n0\r\n\r\n"
-            } else {
-                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"e\"\r\n\r\n"
-            };
-            let _ = conn.write_all(answer);
+    let port = answering_heads(|head| {
+        if head.starts_with("get /length") {
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\n"
+        } else if head.starts_with("get /chunked") {
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"e\"\r\n\r\n"
         }
     });
     let gw = Gateway::start(Options::default().ready());
