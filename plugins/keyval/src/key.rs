@@ -328,12 +328,21 @@ pub fn number_json(n: f64) -> Json {
 }
 
 /// `42`, `-7` as numbers (safe integers only); anything else stays a string.
+/// A URL segment the original reads as a number: `-?\d+` within JavaScript's safe
+/// integers (2^53 - 1, 16 digits: microsecond timestamps are numbers there), `-0` as
+/// negative zero, which encodes apart from `0`. Others stay strings.
 fn integer(text: &str) -> Option<f64> {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    const MAX_SAFE: u64 = (1 << 53) - 1;
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse::<i64>().ok().map(|n| n as f64)
+    // Leading zeros count for nothing (`007` is 7), so a long run of them is fine.
+    let magnitude = digits.parse::<u64>().ok().filter(|&n| n <= MAX_SAFE)? as f64;
+    Some(if negative { -magnitude } else { magnitude })
 }
 
 #[cfg(test)]
@@ -535,6 +544,23 @@ mod tests {
         assert_eq!(
             p.parts(),
             &[s("users"), n(42.0), s("a/b"), n(-7.0), s("007x")]
+        );
+        // As JavaScript's Number(): safe integers (16 digits too) are numbers, larger
+        // ones strings; `-0` is negative zero, whose encoding differs from `0`'s.
+        let p = Key::from_path("1764258000000000/9007199254740991/9007199254740992/-0/0").unwrap();
+        assert_eq!(
+            p.parts(),
+            &[
+                n(1764258000000000.0),
+                n(9007199254740991.0),
+                s("9007199254740992"),
+                n(-0.0),
+                n(0.0)
+            ]
+        );
+        assert_ne!(
+            Key::from_path("-0").unwrap().encode(),
+            Key::from_path("0").unwrap().encode()
         );
         assert!(Key::from_path("").unwrap().is_empty());
         assert!(Key::from_path("a//b").is_err());
