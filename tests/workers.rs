@@ -876,7 +876,10 @@ fn preload_starts_at_boot() {
 #[test]
 fn an_invalid_manifest_fails_that_app_only() {
     let apps = Apps::new(&[("good", "ttl: 5m")]);
-    apps.manifest("bad", "command: [python3, x.py]\ntimeout: soon\n");
+    apps.manifest(
+        "bad",
+        "command: [python3, x.py]\ntimeout: soon\nenv:\n  API_TOKEN: hunter2\n  EMPTY:\n",
+    );
     let gw = Gateway::start(apps.options());
     let r = gw.get("/bad/");
     assert_eq!(r.status, 500, "{r:?}");
@@ -886,6 +889,11 @@ fn an_invalid_manifest_fails_that_app_only() {
         error.contains("timeout") && error.contains("soon"),
         "{error}"
     );
+    // The bad `env` entry is named; no value of the app's environment is shown, in the
+    // public answer or the log.
+    assert!(error.contains("env.EMPTY: must be a string"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    assert!(!gw.logs().contains("hunter2"), "{}", gw.logs());
     assert_eq!(gw.get("/good/").status, 200);
     // Deployed while the gateway runs: the start-up warnings never saw it, its first
     // request names it in the log, once however many follow.

@@ -111,19 +111,28 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
     let command = match s.get("command") {
         None => None,
         Some(Value::Sequence(items)) if !items.is_empty() => {
-            let argv: Option<Vec<String>> =
-                items.iter().map(|v| v.as_str().map(String::from)).collect();
-            if argv.is_none() {
-                s.problem(&mut p, "command", "must be a list of strings");
+            // A port or a count may be written bare (`[python3, -m, http.server, 8080]`).
+            // A bad item is named by its place, not echoed: arguments can hold credentials
+            // (`--db=postgres://user:pass@...`), and this message is an app's 500 body.
+            let mut argv = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                match scalar(v) {
+                    Some(arg) => argv.push(arg),
+                    None => {
+                        let why = format!("item {} must be a string, not {}", i + 1, kind(v));
+                        p.push(s.name_of("command"), "", why);
+                        break;
+                    }
+                }
             }
-            argv
+            (argv.len() == items.len()).then_some(argv)
         }
-        Some(_) => {
-            s.problem(
-                &mut p,
-                "command",
-                "must be a non-empty list of strings, e.g. [node, server.js]",
+        Some(v) => {
+            let why = format!(
+                "must be a non-empty list of strings, e.g. [node, server.js], not {}",
+                kind(v)
             );
+            p.push(s.name_of("command"), "", why);
             None
         }
     };
@@ -136,16 +145,31 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
     let mut env = BTreeMap::new();
     match s.get("env") {
         None => {}
+        // Values are never echoed in these problems: they are an app's secrets, and the
+        // message is the body of its public 500 and a log line.
         Some(Value::Mapping(m)) => {
             for (k, v) in m {
-                let (Some(k), Some(v)) = (k.as_str(), scalar(v)) else {
-                    s.problem(&mut p, "env", "must map names to strings");
+                let Some(k) = k.as_str() else {
+                    p.push(s.name_of("env"), "", "variable names must be strings");
                     break;
                 };
-                env.insert(k.to_string(), v);
+                match scalar(v) {
+                    Some(v) => {
+                        env.insert(k.to_string(), v);
+                    }
+                    None => {
+                        let why =
+                            format!("must be a string, not {} (write \"\" for empty)", kind(v));
+                        p.push(format!("{}.{k}", s.name_of("env")), "", why);
+                    }
+                }
             }
         }
-        Some(_) => s.problem(&mut p, "env", "must be a mapping of names to values"),
+        Some(_) => p.push(
+            s.name_of("env"),
+            "",
+            "must be a mapping of variable names to values",
+        ),
     }
     let listen = match s.string("listen", &mut p).as_deref() {
         None | Some("tcp") => Listen::Tcp,
@@ -239,6 +263,17 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
     }
 }
 
+/// What a YAML value is, for a message that must not print it.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => "a scalar",
+    }
+}
+
 fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -279,7 +314,10 @@ pub fn parse_dotenv(
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(format!(".env line {n}: {key:?} is not a variable name"));
+            // Not echoed: a line missing its name may be a bare secret (`https://...?token=...`).
+            return Err(format!(
+                ".env line {n}: the text before = is not a variable name (letters, digits and _, not starting with a digit)"
+            ));
         }
         let lookup = |name: &str| out.get(name).or_else(|| known.get(name)).cloned();
         let rest = rest.trim_start();
@@ -301,7 +339,7 @@ pub fn parse_dotenv(
                 let after = raw[end + 1..].trim();
                 if !after.is_empty() && !after.starts_with('#') {
                     return Err(format!(
-                        ".env line {n}: unexpected {after:?} after the quoted value of {key}"
+                        ".env line {n}: text after the closing {quote} of {key}'s value (not echoed: it may be part of a secret)"
                     ));
                 }
                 let inner = &raw[..end];
@@ -484,6 +522,35 @@ mod tests {
         assert!(load(d.path()).unwrap_err().contains("invalid YAML"));
     }
 
+    #[test]
+    fn env_and_command_problems_never_echo_values() {
+        // Bare numbers and booleans are strings to the worker (the original coerced them).
+        let m =
+            parsed("command: [python3, -m, http.server, 8080]\nenv: {PORT_X: 5, DEBUG: true}\n");
+        assert_eq!(m.command.unwrap()[3], "8080");
+        assert_eq!((&*m.env["PORT_X"], &*m.env["DEBUG"]), ("5", "true"));
+
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "command: [./api, --db=postgres://u:hunter2@db/x, {a: 1}]\nenv:\n  DB_PASS: hunter2\n  EMPTY:\n  NESTED: {a: hunter2}\n",
+        );
+        let err = load(d.path()).unwrap_err();
+        for needle in [
+            "command: item 3 must be a string, not a mapping",
+            "env.EMPTY: must be a string, not empty",
+            "env.NESTED: must be a string, not a mapping",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
+        assert!(!err.contains("hunter2"), "a value was echoed: {err}");
+        write(d.path(), "command: ./api --token=hunter2\nenv: [hunter2]\n");
+        let err = load(d.path()).unwrap_err();
+        assert!(err.contains("command: must be a non-empty list"), "{err}");
+        assert!(err.contains("env: must be a mapping"), "{err}");
+        assert!(!err.contains("hunter2"), "a value was echoed: {err}");
+    }
+
     fn parsed(yaml: &str) -> AppManifest {
         parse(&Settings::new("", serde_yaml::from_str(yaml).unwrap())).unwrap()
     }
@@ -552,16 +619,13 @@ mod tests {
     #[test]
     fn dotenv_errors_name_the_line() {
         for (text, needle) in [
-            ("1BAD=x", "line 1: \"1BAD\" is not a variable name"),
+            ("1BAD=x", "line 1: the text before = is not a variable name"),
             ("A=1\nnovalue", "line 2: expected KEY=value"),
             (
                 "A=\"open\nstill open",
                 "line 1: the value of A has no closing \"",
             ),
-            (
-                "A='x' y",
-                "line 1: unexpected \"y\" after the quoted value of A",
-            ),
+            ("A='x' y", "line 1: text after the closing ' of A's value"),
         ] {
             let err = dotenv(text).unwrap_err();
             assert!(err.contains(needle), "{text:?}: {err}");
