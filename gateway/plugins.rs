@@ -259,6 +259,12 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             ));
         }
         if manifest.command.is_some() {
+            if manifest.inject_base {
+                out.push(format!(
+                    "app {name} ({path}): injectBase applies to static apps only; a command \
+                     app writes its own <base href>"
+                ));
+            }
             return out;
         }
         if !std::path::Path::new(path)

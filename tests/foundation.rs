@@ -543,6 +543,7 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         ("unbuilt", "ttl: 5m\nentrypoint: dist/index.html\n"),
         // `tll` for `ttl`: a typo the app's own manifest shows nowhere else before use.
         ("typo", "tll: 5m\ncommand: [./run]\n"),
+        ("based", "ttl: 5m\ncommand: [./run]\ninjectBase: true\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
         if name != "unbuilt" {
@@ -573,6 +574,11 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     assert!(
         out.contains("warning: app typo (")
             && out.contains("manifest key(s) tll are not read by the gateway"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: app based (")
+            && out.contains("injectBase applies to static apps only"),
         "{out}"
     );
     assert!(

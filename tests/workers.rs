@@ -1060,6 +1060,47 @@ fn a_static_app_revalidates_and_serves_ranges() {
     assert_eq!((r.status, r.text().as_str()), (200, "<h1>new</h1>"));
 }
 
+/// A single-page app built for the original Buntime asks for `<base href>` and reads its
+/// run-time settings from `window.__env__` (variables starting with `PUBLIC_`/`VITE_`).
+#[test]
+fn a_static_app_gets_its_base_and_public_variables_in_its_pages() {
+    let apps = Apps::new(&[]);
+    apps.manifest(
+        "spa",
+        "ttl: 5m\ninjectBase: true\nenv:\n  PUBLIC_API_URL: https://api.example.com\n  DB_PASSWORD: hunter2\n",
+    );
+    let page = "<html><head><title>spa</title></head><body></body></html>";
+    write(&apps.dir("spa").join("index.html"), page);
+    write(&apps.dir("spa").join("app.js"), "<head></head>");
+    write(&apps.dir("spa").join(".env"), "VITE_MODE=prod\n");
+    let gw = Gateway::start(apps.options());
+    let want = "<html><head><base href=\"/spa/\" /><title>spa</title>\
+        <script>window.__env__={\"PUBLIC_API_URL\":\"https://api.example.com\",\"VITE_MODE\":\"prod\"};</script>\
+        </head><body></body></html>";
+    // The entry, and the same page as the fallback of a deep link.
+    for path in ["/spa/", "/spa/users/42"] {
+        let r = gw.get(path);
+        assert_eq!((r.status, r.text().as_str()), (200, want), "{path}: {r:?}");
+        assert_eq!(r.header("content-length"), Some(&*want.len().to_string()));
+        assert!(!r.text().contains("hunter2"));
+    }
+    // Other files as they are; the page's validator is not the file's alone.
+    assert_eq!(gw.get("/spa/app.js").text(), "<head></head>");
+    let r = gw.get("/spa/");
+    let etag = r.header("etag").unwrap().to_string();
+    let r = gw.get_with("/spa/", &[("if-none-match", &etag)]);
+    assert_eq!(r.status, 304, "{r:?}");
+    // No range of the page: it is not the file's bytes.
+    let r = gw.get_with("/spa/", &[("range", "bytes=0-5")]);
+    assert_eq!((r.status, r.text().as_str()), (200, want));
+    let r = gw.send("HEAD", "/spa/", &[], None);
+    assert_eq!(r.header("content-length"), Some(&*want.len().to_string()));
+    // A pinned version is another base: another page and another tag.
+    let r = gw.get("/spa@latest/");
+    assert!(r.text().contains("<base href=\"/spa@latest/\" />"), "{r:?}");
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+}
+
 /// A large file goes out in chunks: the worker's peak memory stays far below the file's
 /// size (it read the whole file into one buffer, once per request).
 #[test]

@@ -4,6 +4,7 @@
 
 mod conditional;
 pub mod discovery;
+mod inject;
 pub mod manifest;
 pub mod pool;
 pub mod process;

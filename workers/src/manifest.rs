@@ -27,6 +27,11 @@ pub struct AppManifest {
     pub entrypoint: String,
     /// The manifest's `env`, then the folder's `.env` over it.
     pub env: BTreeMap<String, String>,
+    /// Static apps: a `<base href>` of the app's base in its HTML pages (`inject.rs`).
+    pub inject_base: bool,
+    /// Static apps: variables starting with one of these go into its HTML pages as
+    /// `window.__env__` (`inject.rs`); empty: none.
+    pub env_prefix: Vec<String>,
     pub timeout: Duration,
     /// 0: one worker per request.
     pub ttl: Duration,
@@ -50,6 +55,8 @@ const KEYS: &[&str] = &[
     "command",
     "entrypoint",
     "env",
+    "injectBase",
+    "envPrefix",
     "timeout",
     "ttl",
     "idleTimeout",
@@ -219,6 +226,11 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
         command,
         entrypoint,
         env,
+        inject_base: s.bool("injectBase", &mut p).unwrap_or(false),
+        // The original's default: the prefixes of variables a build tool exposes too.
+        env_prefix: s
+            .list("envPrefix", &mut p)
+            .unwrap_or_else(|| vec!["PUBLIC_".into(), "VITE_".into()]),
         timeout: s
             .duration("timeout", &mut p)
             .unwrap_or(Duration::from_secs(30)),

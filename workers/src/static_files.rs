@@ -20,10 +20,15 @@ use pingora::services::listening::Service;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::conditional::{self, Part, Validators};
+use crate::inject::Inject;
 
 /// Files up to this size are read without leaving the worker's thread (see `reply`);
 /// larger ones are sent in chunks of this size.
 const INLINE_READ_MAX: u64 = 256 << 10;
+
+/// HTML pages up to this size get the manifest's additions (they are read whole for it);
+/// larger ones are sent as they are.
+const INJECT_MAX: u64 = 8 << 20;
 
 /// What a request path names in the folder.
 #[derive(Debug, PartialEq)]
@@ -38,14 +43,21 @@ pub struct StaticFiles {
     /// Canonical app folder: nothing outside it is served.
     root: PathBuf,
     entry: PathBuf,
+    /// What the manifest adds to HTML pages, if anything.
+    inject: Option<Inject>,
 }
 
 impl StaticFiles {
-    pub fn new(dir: &Path, entrypoint: &str) -> std::io::Result<StaticFiles> {
+    pub fn new(
+        dir: &Path,
+        entrypoint: &str,
+        inject: Option<Inject>,
+    ) -> std::io::Result<StaticFiles> {
         let root = dir.canonicalize()?;
         Ok(StaticFiles {
             entry: root.join(entrypoint),
             root,
+            inject,
         })
     }
 
@@ -152,6 +164,13 @@ impl StaticFiles {
             Err(status) => return text(status, status.canonical_reason().unwrap_or("Error")),
         };
         let content_type = content_type(&file);
+        if let Some(inject) = &self.inject
+            && content_type.starts_with("text/html")
+            && let Ok(meta) = std::fs::metadata(&file)
+            && meta.len() <= INJECT_MAX
+        {
+            return injected(req, &file, &meta, inject);
+        }
         // `no-cache`: browsers keep the file but ask each time, which costs a 304 when it
         // did not change. Without it, `Last-Modified` invites heuristic caching, and after
         // a deploy a browser could run an old entry page for hours.
@@ -167,15 +186,10 @@ impl StaticFiles {
             return text(StatusCode::NOT_FOUND, "Not Found");
         };
         let validators = Validators::of(&meta, encoding);
-        let builder = builder
-            .header(header::ETAG, &validators.etag)
-            .header(header::LAST_MODIFIED, validators.last_modified());
-        if validators.not_modified(&req.headers) {
-            return reply(
-                builder.status(StatusCode::NOT_MODIFIED),
-                Body::Bytes(Vec::new()),
-            );
-        }
+        let builder = match validated(builder, &validators, req) {
+            Ok(builder) => builder,
+            Err(not_modified) => return *not_modified,
+        };
         let size = meta.len();
         let builder = builder
             .header(header::CONTENT_TYPE, content_type)
@@ -227,6 +241,56 @@ impl StaticFiles {
             Err(_) => text(StatusCode::NOT_FOUND, "Not Found"),
         }
     }
+}
+
+/// An HTML page with the manifest's additions (`inject.rs`), read and sent whole: no
+/// ranges and no precompressed variant, which would lack them. Its entity tag is the
+/// file's and the additions' (they change with the app's base and variables).
+fn injected(req: &RequestHeader, file: &Path, meta: &std::fs::Metadata, inject: &Inject) -> Reply {
+    let base = req.headers.get("x-base").and_then(|v| v.to_str().ok());
+    let mut validators = Validators::of(meta, None);
+    validators.etag = format!(
+        "{}-{:x}\"",
+        validators.etag.trim_end_matches('"'),
+        inject.tag(base)
+    );
+    let builder = Response::builder().header(header::CACHE_CONTROL, "no-cache");
+    let builder = match validated(builder, &validators, req) {
+        Ok(builder) => builder,
+        Err(not_modified) => return *not_modified,
+    };
+    let Ok(html) = std::fs::read(file) else {
+        return text(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let page = inject.page(&html, base);
+    let builder = builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type(file))
+        .header(header::CONTENT_LENGTH, page.len());
+    let body = if req.method == Method::HEAD {
+        Vec::new()
+    } else {
+        page
+    };
+    reply(builder, Body::Bytes(body))
+}
+
+/// `builder` with the validators; `Err`, the `304`, when the client's copy is current.
+fn validated(
+    builder: http::response::Builder,
+    validators: &Validators,
+    req: &RequestHeader,
+) -> Result<http::response::Builder, Box<Reply>> {
+    let builder = builder
+        .header(header::ETAG, &validators.etag)
+        .header(header::LAST_MODIFIED, validators.last_modified());
+    if validators.not_modified(&req.headers) {
+        return Err(Box::new(reply(
+            builder.status(StatusCode::NOT_MODIFIED),
+            Body::Bytes(Vec::new()),
+        )));
+    }
+    Ok(builder)
 }
 
 /// Encodings a build may store next to a file (`app.js.br`, `app.js.gz`), best first.
@@ -447,7 +511,10 @@ pub fn content_type(path: &Path) -> &'static str {
 /// Runs the static worker until SIGTERM; the address comes from `PORT` or
 /// `BUNTIME_SOCKET`, as for every worker.
 pub fn serve(dir: &Path, entrypoint: &str) -> Result<(), String> {
-    let app = StaticFiles::new(dir, entrypoint).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let manifest = crate::manifest::load(dir)
+        .map_err(|why| format!("{}: invalid manifest: {why}", dir.display()))?;
+    let app = StaticFiles::new(dir, entrypoint, Inject::new(&manifest))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let conf = ServerConf {
         threads: 1,
         grace_period_seconds: Some(0),
@@ -494,7 +561,7 @@ mod tests {
         std::fs::write(d.path().join("app.js"), "js").unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret.txt"), d.path().join("link.txt"))
             .unwrap();
-        let s = StaticFiles::new(d.path(), "index.html").unwrap();
+        let s = StaticFiles::new(d.path(), "index.html", None).unwrap();
         let root = d.path().canonicalize().unwrap();
         assert_eq!(s.file_for("/"), Ok(Lookup::File(root.join("index.html"))));
         assert_eq!(s.file_for("/app.js"), Ok(Lookup::File(root.join("app.js"))));
@@ -569,7 +636,7 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, body).unwrap();
         }
-        let s = StaticFiles::new(d.path(), "index.html").unwrap();
+        let s = StaticFiles::new(d.path(), "index.html", None).unwrap();
         let root = d.path().canonicalize().unwrap();
         for hidden in [
             "/manifest.yaml",
