@@ -568,6 +568,31 @@ fn an_idle_worker_stops_after_its_ttl() {
     assert_ne!(next, pid);
 }
 
+/// An app undeployed by removing (or renaming) its folder: no request reaches it, and its
+/// workers stop, a preloading app's too, instead of running on until their ttl.
+#[test]
+fn an_undeployed_apps_workers_stop() {
+    let apps = Apps::new(&[("gone", "ttl: 1h"), ("kept", "ttl: 1h\npreload: true")]);
+    let gw = Gateway::start(apps.options());
+    let gone = pid_of(&gw.get("/gone/"));
+    let kept = pid_of(&gw.get("/kept/"));
+    std::fs::rename(apps.dir("gone"), apps.dir("gone.old")).unwrap();
+    std::fs::remove_dir_all(apps.dir("kept")).unwrap();
+    for pid in [gone, kept] {
+        assert!(gone_within(pid, 15), "{pid} still running\n{}", gw.logs());
+    }
+    assert_eq!(gw.get("/gone/").status, 404);
+    let log = gw.logs();
+    assert!(log.contains("stopping (folder removed)"), "{log}");
+    // Not started again: a preloading app is wanted, but no longer there.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        workers(&gw).iter().all(|w| w["state"] == "stopped"),
+        "{:?}",
+        workers(&gw)
+    );
+}
+
 #[test]
 fn a_full_pool_evicts_the_least_recently_used_worker() {
     let apps = Apps::new(&[("a", "ttl: 5m"), ("b", "ttl: 5m")]);

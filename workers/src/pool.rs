@@ -1281,6 +1281,17 @@ impl Supervisor {
         self.pool.discovery.refresh();
         process::reap_orphans();
         for app in self.pool.apps.load().values() {
+            // Undeployed: its folder was removed or renamed, so no request reaches it, yet
+            // its workers would run on until their ttl (a preloading app's for ever), on
+            // code that is gone.
+            if !app.dir.is_dir() {
+                for w in app.workers.load().iter() {
+                    if !w.ephemeral && w.state() == State::Ready {
+                        self.stop(w, "folder removed");
+                    }
+                }
+                continue;
+            }
             let Ok(m) = app.manifest() else { continue };
             for w in app.workers.load().iter() {
                 if w.ephemeral || w.state() != State::Ready {
