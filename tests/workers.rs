@@ -866,6 +866,20 @@ fn a_unix_socket_app() {
     let socket = body["env"]["BUNTIME_SOCKET"].as_str().unwrap().to_string();
     let w = &of_app(&gw, "sock")[0];
     assert_eq!(w["address"], format!("unix:{socket}"));
+
+    // A temporary dir too deep for a socket path: the start fails naming the cause.
+    let deep = tempfile::tempdir().unwrap();
+    let tmp = deep.path().join("d".repeat(100));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let gw = Gateway::start(apps.options().env("TMPDIR", tmp.to_str().unwrap()));
+    let r = gw.get("/sock/x");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        gw.logs()
+            .contains("is longer than a unix socket allows (107 bytes): set TMPDIR"),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[test]

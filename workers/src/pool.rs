@@ -1018,6 +1018,15 @@ impl Supervisor {
             }
             Listen::Unix => {
                 let path = self.pool.run_dir.join(format!("{n}.sock"));
+                // sockaddr_un holds 107 bytes and a NUL; past that the worker fails to
+                // bind with an error that does not say where the path came from.
+                if path.as_os_str().len() > 107 {
+                    return Err(format!(
+                        "the socket path {} is longer than a unix socket allows (107 bytes): \
+                         set TMPDIR to a shorter directory",
+                        path.display()
+                    ));
+                }
                 let _ = std::fs::remove_file(&path);
                 (
                     Address::Unix(path.clone()),
