@@ -251,12 +251,8 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             }
         };
         let mut out = Vec::new();
-        if !manifest.ignored.is_empty() {
-            out.push(format!(
-                "app {name} ({path}): manifest key(s) {} are not read by the gateway and are \
-                 ignored (a typo?)",
-                manifest.ignored.join(", ")
-            ));
+        if let Some(ignored) = manifest.ignored_warning() {
+            out.push(format!("app {name} ({path}): {ignored}"));
         }
         if manifest.command.is_some() {
             if manifest.inject_base {

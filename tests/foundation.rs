@@ -544,6 +544,7 @@ fn check_names_static_apps_that_start_a_process_per_request() {
         // `tll` for `ttl`: a typo the app's own manifest shows nowhere else before use.
         ("typo", "tll: 5m\ncommand: [./run]\n"),
         ("based", "ttl: 5m\ncommand: [./run]\ninjectBase: true\n"),
+        ("orig", "ttl: 5m\nvisibility: protected\n"),
     ] {
         common::write(&apps.path().join(name).join("manifest.yaml"), manifest);
         if name != "unbuilt" {
@@ -574,6 +575,11 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     assert!(
         out.contains("warning: app typo (")
             && out.contains("manifest key(s) tll are not read by the gateway"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: app orig (")
+            && out.contains("visibility are the original Buntime's and have no effect here"),
         "{out}"
     );
     assert!(

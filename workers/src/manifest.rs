@@ -71,9 +71,37 @@ const KEYS: &[&str] = &[
     "rateLimit",
 ];
 
+/// Keys the original Buntime read that mean nothing here: `autoInstall` (`bun install`
+/// before the start), `lowMemory` (a Bun flag), `visibility` (its deployments UI).
+const ORIGINAL_ONLY: &[&str] = &["autoInstall", "lowMemory", "visibility"];
+
 impl AppManifest {
     pub fn ephemeral(&self) -> bool {
         self.ttl.is_zero()
+    }
+
+    /// What to say of the keys the gateway does not read, if any: the original's own
+    /// apart from the others, which are likely typos.
+    pub fn ignored_warning(&self) -> Option<String> {
+        let (original, unknown): (Vec<&str>, Vec<&str>) = self
+            .ignored
+            .iter()
+            .map(String::as_str)
+            .partition(|k| ORIGINAL_ONLY.contains(k));
+        let mut parts = Vec::new();
+        if !unknown.is_empty() {
+            parts.push(format!(
+                "manifest key(s) {} are not read by the gateway and are ignored (a typo?)",
+                unknown.join(", ")
+            ));
+        }
+        if !original.is_empty() {
+            parts.push(format!(
+                "manifest key(s) {} are the original Buntime's and have no effect here",
+                original.join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 }
 
@@ -585,6 +613,17 @@ mod tests {
         let m = parsed("command: [x]\ntll: 5m\nname: shop\nttl: 1m");
         assert_eq!(m.ignored, ["tll", "name"]);
         assert_eq!(m.ttl, Duration::from_secs(60));
+        assert_eq!(
+            m.ignored_warning().unwrap(),
+            "manifest key(s) tll, name are not read by the gateway and are ignored (a typo?)"
+        );
+        // The original's cpanel: its own keys are named as such, not as typos.
+        let m = parsed("entrypoint: dist/index.html\nvisibility: protected\ninjectBase: true\n");
+        assert_eq!(
+            m.ignored_warning().unwrap(),
+            "manifest key(s) visibility are the original Buntime's and have no effect here"
+        );
+        assert_eq!(parsed("ttl: 1m").ignored_warning(), None);
     }
 
     fn dotenv(text: &str) -> Result<Vec<(String, String)>, String> {

@@ -240,16 +240,13 @@ fn read_manifest(
     let fresh = manifest::load(dir).map(Arc::new);
     match &fresh {
         Ok(m)
-            if !m.ignored.is_empty()
-                && before
-                    .and_then(|b| b.as_ref().ok())
-                    .is_none_or(|b| b.ignored != m.ignored) =>
+            if before
+                .and_then(|b| b.as_ref().ok())
+                .is_none_or(|b| b.ignored != m.ignored) =>
         {
-            log::warn!(
-                "app {app}: manifest key(s) {} are not read by the gateway and are ignored \
-                 (a typo?)",
-                m.ignored.join(", ")
-            );
+            if let Some(ignored) = m.ignored_warning() {
+                log::warn!("app {app}: {ignored}");
+            }
         }
         Err(why) if before.is_none_or(|b| b.as_ref().err() != Some(why)) => {
             log::warn!(
