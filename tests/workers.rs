@@ -593,6 +593,70 @@ fn an_undeployed_apps_workers_stop() {
     );
 }
 
+/// A release deployed by repointing a symlink (or renaming a folder over the old one):
+/// the workers move to the new folder, one by one, each serving until its replacement is
+/// ready, with the new release's manifest; requests keep being answered throughout.
+#[test]
+fn a_swapped_folder_replaces_its_workers() {
+    let apps = Apps::new(&[]);
+    let releases = apps.temp.path().join("releases");
+    for v in ["v1", "v2"] {
+        write(
+            &releases.join(format!("svc-{v}/manifest.yaml")),
+            &format!("command: [python3, {FIXTURE}]\nttl: 5m\nenv: {{APP_GREETING: {v}}}\n"),
+        );
+        write(
+            &releases.join(format!("site-{v}/manifest.yaml")),
+            "ttl: 5m\n",
+        );
+        write(&releases.join(format!("site-{v}/index.html")), v);
+    }
+    let point = |name: &str, v: &str| {
+        // Atomically, as deploy tools do: a new link renamed over the old one.
+        let link = apps.temp.path().join("apps").join(format!(".{name}.new"));
+        std::os::unix::fs::symlink(releases.join(format!("{name}-{v}")), &link).unwrap();
+        std::fs::rename(&link, apps.dir(name)).unwrap();
+    };
+    std::fs::create_dir_all(apps.temp.path().join("apps")).unwrap();
+    point("svc", "v1");
+    point("site", "v1");
+    let gw = Gateway::start(apps.options());
+    let r = gw.get("/svc/");
+    assert_eq!(
+        r.json()["env"]["APP_GREETING"],
+        "v1",
+        "{r:?}\n{}",
+        gw.logs()
+    );
+    let old = pid_of(&r);
+    assert_eq!(gw.get("/site/").text(), "v1");
+
+    point("svc", "v2");
+    point("site", "v2");
+    let moved = eventually(Duration::from_secs(10), || {
+        let r = gw.get("/svc/");
+        assert_eq!(r.status, 200, "{r:?}");
+        (r.json()["env"]["APP_GREETING"] == "v2").then(|| pid_of(&r))
+    })
+    .unwrap_or_else(|| panic!("still on v1\n{}", gw.logs()));
+    assert_ne!(moved, old);
+    let site = eventually(Duration::from_secs(10), || {
+        let r = gw.get("/site/");
+        assert_eq!(r.status, 200, "{r:?}");
+        (r.text() == "v2").then_some(())
+    });
+    assert!(
+        site.is_some(),
+        "the static app still serves v1\n{}",
+        gw.logs()
+    );
+    assert!(gone_within(old, 15), "the v1 worker still runs");
+    assert!(
+        gw.logs()
+            .contains("runs a folder that was replaced: starting its replacement")
+    );
+}
+
 #[test]
 fn a_full_pool_evicts_the_least_recently_used_worker() {
     let apps = Apps::new(&[("a", "ttl: 5m"), ("b", "ttl: 5m")]);

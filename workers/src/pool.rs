@@ -92,6 +92,18 @@ fn iso(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// A folder's device and inode, through symlinks: another folder swapped in at the same
+/// path (a release symlink repointed, a folder renamed over) has another.
+type FolderId = (u64, u64);
+
+fn folder_id(dir: &Path) -> Option<FolderId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
+}
+
 // === impl Worker ===
 
 #[derive(Debug)]
@@ -119,6 +131,8 @@ pub struct Worker {
     retiring: AtomicBool,
     /// Why it was asked to stop; decides whether it is replaced.
     stop_reason: Mutex<&'static str>,
+    /// The app folder it was started in (see `Supervisor::tick`).
+    folder: Option<FolderId>,
 }
 
 impl Worker {
@@ -299,6 +313,15 @@ impl App {
             return fresh;
         }
         loaded.manifest.clone()
+    }
+
+    /// Reads the manifest again now, whether or not the app has workers.
+    fn reload_manifest(&self) {
+        let before = self.loaded.load();
+        self.loaded.store(Arc::new(Loaded {
+            manifest: read_manifest(&self.name, &self.dir, Some(&before.manifest)),
+            at: Instant::now(),
+        }));
     }
 
     fn notify(&self) {
@@ -663,11 +686,7 @@ impl Pool {
             );
         }
         for app in apps {
-            let before = app.loaded.load();
-            app.loaded.store(Arc::new(Loaded {
-                manifest: read_manifest(&app.name, &app.dir, Some(&before.manifest)),
-                at: Instant::now(),
-            }));
+            app.reload_manifest();
             let _ = self.tx.send(Cmd::Restart(app));
         }
         true
@@ -860,7 +879,7 @@ impl Supervisor {
                         .cloned()
                         .collect();
                     for old in retired {
-                        self.stop(&old, "maxRequests");
+                        self.stop(&old, "recycled");
                     }
                 }
             }
@@ -872,7 +891,7 @@ impl Supervisor {
                 if w.ephemeral {
                     self.stop(&w, "done");
                 } else if past_max {
-                    self.recycle(&w);
+                    self.recycle(&w, "reached maxRequests");
                 }
             }
             Cmd::Exited(w, status) => self.exited(w, status),
@@ -1053,6 +1072,9 @@ impl Supervisor {
                 slots.get(slot).copied().unwrap_or(0)
             }
         };
+        // Before the start: a folder swapped in meanwhile costs one needless replacement,
+        // never a worker on an old folder taken for a new one.
+        let folder = folder_id(&app.dir);
         let mut child = process::spawn(&argv, &app.dir, &env, &id)
             .map_err(|e| format!("cannot start the worker: {e}"))?;
         let pid = child.id().unwrap_or(0);
@@ -1078,6 +1100,7 @@ impl Supervisor {
             stopping: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
             stop_reason: Mutex::new(""),
+            folder,
         });
         app.starts.fetch_add(1, Ordering::Relaxed);
         app.add(w.clone());
@@ -1143,7 +1166,8 @@ impl Supervisor {
     /// replacement starts, and drains once that one is ready (`Cmd::Ready`). If the
     /// replacement cannot start, it serves on and the next request tries again after the
     /// backoff.
-    fn recycle(&mut self, w: &Arc<Worker>) {
+    /// Starts a replacement for `w`, which serves on until it is ready, then drains.
+    fn recycle(&mut self, w: &Arc<Worker>, why: &str) {
         let Some(app) = self.app_of(w) else { return };
         if self.shutting_down
             || app.in_backoff().is_some()
@@ -1152,10 +1176,7 @@ impl Supervisor {
         {
             return;
         }
-        log::info!(
-            "worker {} reached maxRequests: starting its replacement",
-            w.id
-        );
+        log::info!("worker {} {why}: starting its replacement", w.id);
         match self.spawn(&app, false, w.slot) {
             Ok(fresh) => self.await_ready(app, fresh, None),
             Err(why) => {
@@ -1223,7 +1244,7 @@ impl Supervisor {
             let reason = *w.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
             if !w.ephemeral
                 && !self.shutting_down
-                && matches!(reason, "maxRequests" | "failed")
+                && matches!(reason, "recycled" | "failed")
                 && app.manifest().is_ok_and(|m| app.wanted(&m, w.used_for()))
             {
                 let (tx, app) = (self.tx.clone(), app.clone());
@@ -1287,14 +1308,38 @@ impl Supervisor {
         self.pool.discovery.refresh();
         process::reap_orphans();
         for app in self.pool.apps.load().values() {
-            // Undeployed: its folder was removed or renamed, so no request reaches it, yet
-            // its workers would run on until their ttl (a preloading app's for ever), on
-            // code that is gone.
-            if !app.dir.is_dir() {
-                for w in app.workers.load().iter() {
-                    if !w.ephemeral && w.state() == State::Ready {
-                        self.stop(w, "folder removed");
-                    }
+            let ready: Vec<Arc<Worker>> = app
+                .workers
+                .load()
+                .iter()
+                .filter(|w| !w.ephemeral && w.state() == State::Ready)
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                continue;
+            }
+            let Some(folder) = folder_id(&app.dir) else {
+                // Undeployed: the folder was removed or renamed, so no request reaches the
+                // app, yet its workers would run on until their ttl (a preloading app's
+                // for ever), on code that is gone.
+                for w in &ready {
+                    self.stop(w, "folder removed");
+                }
+                continue;
+            };
+            // Redeployed by swapping the folder (a release symlink repointed, a folder
+            // renamed over the old one): a worker runs the folder it started in (a process
+            // keeps its directory; the static worker resolved its root), and under traffic
+            // a sliding ttl never ends. Each is replaced, serving until its replacement,
+            // started from the new folder with its manifest, is ready.
+            let stale: Vec<&Arc<Worker>> = ready
+                .iter()
+                .filter(|w| w.folder != Some(folder) && !w.retiring.load(Ordering::Acquire))
+                .collect();
+            if !stale.is_empty() {
+                app.reload_manifest();
+                for w in stale {
+                    self.recycle(w, "runs a folder that was replaced");
                 }
                 continue;
             }
@@ -1308,7 +1353,7 @@ impl Supervisor {
                     continue;
                 }
                 if w.requests.load(Ordering::Relaxed) >= m.max_requests {
-                    self.recycle(w);
+                    self.recycle(w, "reached maxRequests");
                     continue;
                 }
                 if probe_now {
