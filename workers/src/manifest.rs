@@ -193,8 +193,10 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
                         env.insert(k.to_string(), v);
                     }
                     None => {
-                        let why =
-                            format!("must be a string, not {} (write \"\" for empty)", kind(v));
+                        let why = match v {
+                            Value::Null => "has no value (write \"\" for an empty one)".into(),
+                            v => format!("must be a string, not {}", kind(v)),
+                        };
                         p.push(format!("{}.{k}", s.name_of("env")), "", why);
                     }
                 }
@@ -578,7 +580,7 @@ mod tests {
         let err = load(d.path()).unwrap_err();
         for needle in [
             "command: item 3 must be a string, not a mapping",
-            "env.EMPTY: must be a string, not empty",
+            "env.EMPTY: has no value (write \"\" for an empty one)",
             "env.NESTED: must be a string, not a mapping",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");

@@ -1162,11 +1162,10 @@ impl Supervisor {
         });
     }
 
-    /// Replaces a worker past `maxRequests` without a gap: it keeps serving while its
-    /// replacement starts, and drains once that one is ready (`Cmd::Ready`). If the
-    /// replacement cannot start, it serves on and the next request tries again after the
-    /// backoff.
-    /// Starts a replacement for `w`, which serves on until it is ready, then drains.
+    /// Replaces a worker (past `maxRequests`, or on a replaced folder) without a gap: it
+    /// keeps serving while its replacement starts, and drains once that one is ready
+    /// (`Cmd::Ready`). If the replacement cannot start, it serves on and the next request
+    /// tries again after the backoff.
     fn recycle(&mut self, w: &Arc<Worker>, why: &str) {
         let Some(app) = self.app_of(w) else { return };
         if self.shutting_down
@@ -1344,10 +1343,7 @@ impl Supervisor {
                 continue;
             }
             let Ok(m) = app.manifest() else { continue };
-            for w in app.workers.load().iter() {
-                if w.ephemeral || w.state() != State::Ready {
-                    continue;
-                }
+            for w in &ready {
                 if !m.ttl.is_zero() && w.inflight() == 0 && w.idle_for() >= m.ttl {
                     self.stop(w, "ttl");
                     continue;
