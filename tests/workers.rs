@@ -845,9 +845,11 @@ fn restart_by_name_covers_every_version() {
     let apps = Apps::new(&[("multi@1.0.0", "ttl: 5m"), ("multi@2.0.0", "ttl: 5m")]);
     let gw = Gateway::start(apps.options());
     let (one, two) = (pid_of(&gw.get("/multi@1/")), pid_of(&gw.get("/multi@2/")));
-    // A range restarts the version it picks, and only that one.
-    let r = gw.send("POST", &gw.api("/workers/multi@1/restart"), &[], None);
+    // A range restarts the version it picks, and only that one; a client may encode it
+    // (`encodeURIComponent("multi@1")`).
+    let r = gw.send("POST", &gw.api("/workers/multi%401/restart"), &[], None);
     assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["app"], "multi@1");
     assert!(gone_within(one, 15));
     assert!(
         alive(two),

@@ -4,6 +4,7 @@ mod allow;
 
 pub use allow::AllowedMethods;
 
+use buntime_plugin_sdk::api::decode_segment;
 use buntime_plugin_sdk::openapi::{self, Paths};
 use buntime_plugin_sdk::{ApiRequest, ApiResponse};
 use bytes::Bytes;
@@ -78,7 +79,13 @@ fn restart(shared: &Shared, req: &ApiRequest, path: &str) -> ApiResponse {
     if req.method != Method::POST {
         return method_not_allowed("POST");
     }
-    match shared.pool.as_ref().is_some_and(|p| p.restart(app)) {
+    // As the other path parameters: a client that encodes it sends `hello%401` for
+    // `hello@1`.
+    let app = match decode_segment(app) {
+        Ok(app) => app,
+        Err(e) => return e.into(),
+    };
+    match shared.pool.as_ref().is_some_and(|p| p.restart(&app)) {
         true => ApiResponse::ok(&json!({"ok": true, "app": app})),
         false => ApiResponse::error(StatusCode::NOT_FOUND, "App not found"),
     }
