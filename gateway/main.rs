@@ -116,6 +116,9 @@ fn main() -> ExitCode {
             };
             logging::init(c.server.log_level, c.server.log_format);
             raise_open_files_limit();
+            if let Err(e) = buntime_workers::process::hide_from_own_user() {
+                log::warn!("the apps may read this process's environment (its secrets): {e}");
+            }
             match server::serve(c) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

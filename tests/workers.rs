@@ -863,6 +863,80 @@ fn restart_by_name_covers_every_version() {
     assert!(gone_within(one, 15), "multi@1 kept its worker");
 }
 
+/// A worker runs as the gateway's user, and the kernel lets a process read the
+/// environment of its user's other processes (`/proc/<pid>/environ`) unless they opt out:
+/// no process an app can read may hold the master key or the JWT secret. As root the test
+/// runs the gateway as `nobody` (root reads every process's environment anyway).
+#[test]
+fn a_worker_cannot_read_the_gateways_secrets() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let open = |path: &std::path::Path, mode: u32| {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    open(dir, 0o755);
+    for sub in ["data", "plugins", "apps", "apps/snoop"] {
+        open(&dir.join(sub), 0o777);
+    }
+    // Every environment it can read, searched for the secrets' common marker.
+    write(
+        &dir.join("apps/snoop/server.py"),
+        r#"import json, os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        readable, leaks = 0, []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                env = open(f"/proc/{pid}/environ", "rb").read()
+            except OSError:
+                continue
+            readable += 1
+            if b"sesame-" in env:
+                leaks.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode())
+        body = json.dumps({"readable": readable, "leaks": leaks}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    );
+    write(
+        &dir.join("apps/snoop/manifest.yaml"),
+        "command: [/usr/bin/python3, server.py]\nttl: 5m\npublicRoutes: ['/**']\n",
+    );
+    let mut opts = Options {
+        dir: Some(dir.to_path_buf()),
+        ..Options::default()
+    }
+    .env("RUNTIME_MASTER_KEY", "sesame-master-key")
+    .env("AUTH_JWT_SECRET", "sesame-jwt-secret-sesame-jwt-secret");
+    if root {
+        opts.wrapper = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    let gw = Gateway::start(opts);
+    let r = gw.get("/snoop/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.logs());
+    let found = r.json();
+    assert!(found["readable"].as_u64().unwrap() > 0, "{found}");
+    assert_eq!(
+        found["leaks"],
+        json!([]),
+        "processes an app can read hold the secrets"
+    );
+}
+
 #[test]
 fn a_worker_ignoring_sigterm_is_killed_after_the_grace() {
     let apps = Apps::new(&[("stubborn", "ttl: 5m\nenv: {IGNORE_TERM: '1'}")]);

@@ -35,6 +35,17 @@ pub fn raise_open_files_limit() -> nix::Result<Option<(u64, u64)>> {
     Ok(Some((soft, hard)))
 }
 
+/// Keeps this process's environment and memory from the other processes of its user.
+/// Workers run as the gateway's user, and the kernel lets a process read the
+/// `/proc/<pid>/environ` of any other of its user's that is "dumpable": there the master
+/// key, the JWT secret and the database token would be one `open` away for every app.
+/// Not dumpable (as ssh-agent makes itself), those files belong to root; core dumps,
+/// which would hold the same secrets, are off too. A child is dumpable again after its
+/// `exec`.
+pub fn hide_from_own_user() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
 /// Starts `argv` in `dir` with exactly `env`. Output lines go to the gateway's log,
 /// tagged with `tag`. Must be called from the pool's own thread: the parent-death signal
 /// fires when the *thread* that spawned the child exits.
@@ -165,6 +176,9 @@ impl Reaper {
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new(exe)
             .args(["worker", "reaper"])
+            // It needs none of the gateway's environment, whose secrets any process of
+            // the user (a worker) could read from its `/proc/<pid>/environ`.
+            .env_clear()
             .stdin(Stdio::piped())
             // Its own group: a Ctrl-C meant for the gateway must not take it first.
             .process_group(0)
