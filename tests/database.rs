@@ -308,6 +308,13 @@ fn local_file_lives_in_the_data_dir() {
         .push(("DATABASE_LIBSQL_URL".into(), "file:custom/place.db".into()));
     let gw = Gateway::start(opts);
     assert!(gw.path("custom/place.db").is_file());
+    // A folder the gateway makes for it is the owner's alone: it holds every app's data.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(gw.path("custom"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
 #[test]

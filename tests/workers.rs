@@ -1006,6 +1006,16 @@ fn a_unix_socket_app() {
     let socket = body["env"]["BUNTIME_SOCKET"].as_str().unwrap().to_string();
     let w = &of_app(&gw, "sock")[0];
     assert_eq!(w["address"], format!("unix:{socket}"));
+    // In a folder of the gateway's own, made fresh: no other local user put it there.
+    use std::os::unix::fs::PermissionsExt;
+    let folder = std::path::Path::new(&socket).parent().unwrap();
+    let mode = std::fs::metadata(folder).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{}: {mode:o}", folder.display());
+    let name = folder.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with(&format!("buntime-{}-", gw.pid())) && name.len() > 16,
+        "{name}"
+    );
 
     // A temporary dir too deep for a socket path: the start fails naming the cause.
     let deep = tempfile::tempdir().unwrap();

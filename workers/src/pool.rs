@@ -522,8 +522,15 @@ impl Pool {
                 dir.display()
             );
         }
-        let run_dir = std::env::temp_dir().join(format!("buntime-{}", std::process::id()));
-        std::fs::create_dir_all(&run_dir)?;
+        // Workers' unix sockets. A fresh folder of a name nobody could foresee, only ours
+        // (0700): under a fixed `/tmp/buntime-<pid>`, another local user could have made
+        // that folder first and put sockets of theirs where the gateway looks for its
+        // workers'.
+        let run_dir = tempfile::Builder::new()
+            .prefix(&format!("buntime-{}-", std::process::id()))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()?
+            .keep();
         let (tx, rx) = mpsc::unbounded_channel();
         let reaper = process::Reaper::start(&opts.exe)?;
         let pool = Arc::new(Pool {

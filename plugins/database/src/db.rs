@@ -156,9 +156,17 @@ impl Database {
         let primary = match &self.config.location {
             Location::Local(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
+                    // Made here, it is the owner's alone (0700), as PostgreSQL's data
+                    // folder: the database holds every app's keyval data. A folder that
+                    // exists keeps the mode its owner gave it.
+                    use std::os::unix::fs::DirBuilderExt;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(|e| {
+                            DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                        })?;
                 }
                 let db = Builder::new_local(path).build().await?;
                 let conn = db.connect()?;
