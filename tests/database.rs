@@ -168,6 +168,20 @@ fn sql_errors_are_400_with_the_engine_message(b: Backend) {
     assert_eq!(r.json()["rows"], json!([]), "nothing ran: {r:?}");
     let r = sql(gw, "SELECT 1 AS one; -- a trailing comment", json!([]));
     assert_eq!(r.json()["rows"], json!([{"one": 1}]), "{r:?}");
+    // No file but the database: ATTACH would create this one, VACUUM INTO write it.
+    let elsewhere = gw.path("elsewhere.db");
+    for statement in [
+        format!("ATTACH DATABASE '{}' AS x", elsewhere.display()),
+        format!("VACUUM INTO '{}'", elsewhere.display()),
+    ] {
+        let r = sql(gw, &statement, json!([]));
+        assert_eq!(r.status, 400, "{statement}: {r:?}");
+        assert!(
+            !elsewhere.exists(),
+            "{statement} wrote {}",
+            elsewhere.display()
+        );
+    }
 }
 crate::on_both!(sql_errors_are_400_with_the_engine_message);
 

@@ -9,6 +9,7 @@ use fallible_iterator::FallibleIterator;
 use http::Method;
 use libsql::Value;
 use serde_json::{Map, Value as Json, json};
+use sqlite3_parser::ast::{Cmd, Stmt};
 use sqlite3_parser::lexer::sql::Parser;
 
 use crate::db::{Cap, Database, Rows};
@@ -123,11 +124,22 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
 /// client drops them too), so `CREATE TABLE t (a); INSERT ...` answered 200 without the
 /// insert. More than one is refused instead. SQL the parser cannot read goes to the
 /// database as it is, which names its own errors (the parser may lag SQLite).
+///
+/// Statements that reach files other than the database are refused as well: `ATTACH`
+/// opens or creates any file the gateway's user can write, `VACUUM INTO` writes a copy
+/// anywhere. Through an HTTP console, an admin credential would be a way to write files
+/// on the server (sqld refuses them on its own).
 fn one_statement(sql: &str) -> Result<(), ApiError> {
     // Boxed: the parser is several kilobytes.
     let mut parser = Box::new(Parser::new(sql.as_bytes()));
-    if !matches!(parser.next(), Ok(Some(_))) {
-        return Ok(());
+    let first = match parser.next() {
+        Ok(Some(cmd)) => cmd,
+        // Unread by the parser: the keyword decides (the database names other errors).
+        _ if reaches_files(&first_word(sql)) => return Err(files_refused()),
+        _ => return Ok(()),
+    };
+    if let Cmd::Stmt(Stmt::Attach { .. } | Stmt::Detach(_) | Stmt::Vacuum(_, Some(_))) = first {
+        return Err(files_refused());
     }
     match parser.next() {
         Ok(None) => Ok(()),
@@ -137,14 +149,29 @@ fn one_statement(sql: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Statements that only read may go to a replica; everything else runs on the primary.
-fn is_read(sql: &str) -> bool {
-    let first = sql
-        .trim_start()
+fn reaches_files(first_word: &str) -> bool {
+    first_word == "ATTACH" || first_word == "DETACH" || first_word == "VACUUM"
+}
+
+fn files_refused() -> ApiError {
+    ApiError::bad_request(
+        "ATTACH, DETACH and VACUUM INTO are not run through the API: they reach files \
+         other than the database",
+    )
+}
+
+/// The statement's first keyword, in capitals.
+fn first_word(sql: &str) -> String {
+    sql.trim_start()
         .split(|c: char| c.is_whitespace() || c == '(')
         .next()
         .unwrap_or("")
-        .to_ascii_uppercase();
+        .to_ascii_uppercase()
+}
+
+/// Statements that only read may go to a replica; everything else runs on the primary.
+fn is_read(sql: &str) -> bool {
+    let first = first_word(sql);
     first == "SELECT" || first == "EXPLAIN"
 }
 
@@ -306,5 +333,24 @@ mod tests {
         ] {
             assert!(one_statement(more).is_err(), "{more}");
         }
+        // Files other than the database: refused, read by the parser or not.
+        for files in [
+            "ATTACH DATABASE '/tmp/x.db' AS x",
+            "attach '/tmp/x.db' as x",
+            "DETACH x",
+            "VACUUM INTO '/tmp/copy.db'",
+            "vacuum main into '/tmp/copy.db'",
+            "ATTACH garbage garbage",
+        ] {
+            assert!(
+                one_statement(files).is_err_and(|e| e.to_string().contains("ATTACH")),
+                "{files}"
+            );
+        }
+        assert!(one_statement("VACUUM").is_ok());
+        assert!(
+            one_statement("EXPLAIN ATTACH 'x.db' AS x").is_ok(),
+            "explained, not run"
+        );
     }
 }
