@@ -128,7 +128,7 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
 /// Statements that reach files other than the database are refused as well: `ATTACH`
 /// opens or creates any file the gateway's user can write, `VACUUM INTO` writes a copy
 /// anywhere. Through an HTTP console, an admin credential would be a way to write files
-/// on the server (sqld refuses them on its own).
+/// on the server (sqld refuses `ATTACH` on its own).
 fn one_statement(sql: &str) -> Result<(), ApiError> {
     // Boxed: the parser is several kilobytes.
     let mut parser = Box::new(Parser::new(sql.as_bytes()));
