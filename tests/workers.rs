@@ -824,11 +824,23 @@ fn instances_share_the_load() {
 
 #[test]
 fn restart_replaces_the_workers() {
-    let apps = Apps::new(&[("again", "ttl: 5m")]);
+    // A worker that takes 3 s to start: while its replacement starts, the old one serves.
+    let apps = Apps::new(&[("again", "ttl: 5m\nenv: {START_DELAY: '3'}")]);
     let gw = Gateway::start(apps.options());
     let first = pid_of(&gw.get("/again/"));
     let r = gw.send("POST", &gw.api("/workers/again/restart"), &[], None);
     assert_eq!(r.status, 200, "{r:?}");
+    let asked = Instant::now();
+    assert_eq!(
+        pid_of(&gw.get("/again/")),
+        first,
+        "served by the old worker meanwhile"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "waited {:?} for the replacement",
+        asked.elapsed()
+    );
     assert!(gone_within(first, 15));
     let second = pid_of(&gw.get("/again/"));
     assert_ne!(second, first);
@@ -838,6 +850,18 @@ fn restart_replaces_the_workers() {
             .iter()
             .any(|w| w["state"] == "stopped" && w["restarts"] == 0)
     );
+    // A manifest edited into one whose worker cannot start: the restart's replacement
+    // fails, and the running worker goes on serving.
+    apps.add("again", "ttl: 5m\nenv: {EXIT_AT_START: '1'}");
+    let r = gw.send("POST", &gw.api("/workers/again/restart"), &[], None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let failed = eventually(Duration::from_secs(10), || {
+        gw.logs()
+            .contains("the worker exited before it was ready")
+            .then_some(())
+    });
+    assert!(failed.is_some(), "{}", gw.logs());
+    assert_eq!(pid_of(&gw.get("/again/")), second);
 }
 
 #[test]

@@ -912,12 +912,28 @@ impl Supervisor {
                 self.stop(&w, "failed");
             }
             Cmd::Restart(app) => {
-                let running = !app.workers.load().is_empty();
-                for w in app.workers.load().iter() {
-                    self.stop(w, "restart");
-                }
+                // Cleared first: neither a replacement nor a fill starts during a backoff.
                 *app.backoff_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 app.crashes_in_row.store(0, Ordering::Release);
+                let running = !app.workers.load().is_empty();
+                let instances = app.manifest().map_or(0, |m| m.instances);
+                for w in app.workers.load().iter() {
+                    // A ready worker serves on until its replacement (from the manifest
+                    // just read again) is ready: a slow start keeps nobody waiting, and a
+                    // replacement that fails leaves the app served. One-request workers
+                    // finish theirs; the others (starting, past the new `instances`) stop.
+                    if w.ephemeral {
+                        continue;
+                    }
+                    if w.state() == State::Ready
+                        && w.slot < instances
+                        && !w.retiring.load(Ordering::Acquire)
+                    {
+                        self.recycle(w, "is restarted");
+                    } else {
+                        self.stop(w, "restart");
+                    }
+                }
                 if running || app.manifest().is_ok_and(|m| app.wanted(&m, None)) {
                     self.fill(&app);
                 }
