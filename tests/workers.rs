@@ -458,6 +458,15 @@ fn a_worker_that_never_gets_healthy_is_503() {
         ws.iter().all(|w| w["state"] == "stopped").then_some(ws)
     });
     assert!(listed.is_some(), "{:?}", of_app(&gw, "sick"));
+    // The log says what was probed, and the usual cause.
+    assert!(
+        gw.logs().contains("GET / on 127.0.0.1:")
+            && gw
+                .logs()
+                .contains("(does it listen on the PORT it is given?)"),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[test]

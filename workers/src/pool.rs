@@ -1173,7 +1173,19 @@ impl Supervisor {
                     return;
                 }
                 if Instant::now() >= deadline {
-                    let why = format!("worker {} not healthy within {:?}", w.id, m.start_timeout);
+                    // Most often the app listens elsewhere than it was told.
+                    let told = match w.address {
+                        Address::Tcp(_) => "PORT",
+                        Address::Unix(_) => "BUNTIME_SOCKET",
+                    };
+                    let why = format!(
+                        "worker {} not healthy within {:?}: GET {} on {} never answered \
+                         below 500 (does it listen on the {told} it is given?)",
+                        w.id,
+                        m.start_timeout,
+                        m.health_path,
+                        w.address.describe()
+                    );
                     let _ = tx.send(Cmd::Failed(w.clone(), why.clone()));
                     if let Some(r) = reply {
                         let _ = r.send(Err(why));
