@@ -67,7 +67,7 @@ pub fn handle(shared: &Shared, req: &ApiRequest) -> ApiResponse {
     }
 }
 
-/// `POST /workers/{app}/restart`: drains and restarts that app's workers.
+/// `POST /workers/{app}/restart`: replaces that app's workers (`Pool::restart`).
 fn restart(shared: &Shared, req: &ApiRequest, path: &str) -> ApiResponse {
     let Some(app) = path
         .strip_prefix("/workers/")
@@ -175,7 +175,7 @@ pub fn documented_paths(api_base: &str, plugins: &Plugins) -> Map<String, Value>
         .add(
             "POST",
             &p("/workers/{app}/restart"),
-            "Drain and restart an app's workers",
+            "Replace an app's workers, each serving until its replacement is ready",
             true,
             &[200, 401, 404],
         )

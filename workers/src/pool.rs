@@ -673,7 +673,8 @@ impl Pool {
         Ok(Lease::new(worker, self, m.max_requests, Some(permit)))
     }
 
-    /// Drains and restarts an app's workers (manifest read again); false if unknown. A
+    /// Replaces an app's workers (manifest read again; each ready one serves until its
+    /// replacement is ready, `Cmd::Restart`); false if unknown. A
     /// bare name restarts every version of it that has workers, as `/api/workers` lists
     /// them all under that name (`hello@1` and `hello@2` both as `hello`); `hello@1`, the
     /// version it picks.
