@@ -666,6 +666,39 @@ fn a_swapped_folder_replaces_its_workers() {
     );
 }
 
+/// Every worker busy and no room for one more: the other app is answered at once, not
+/// held, and the log says which setting to raise.
+#[test]
+fn a_full_pool_of_busy_workers_answers_503_at_once() {
+    let apps = Apps::new(&[("busy", "ttl: 5m"), ("other", "ttl: 5m")]);
+    let gw = Gateway::start(apps.options().env("RUNTIME_POOL_SIZE", "1"));
+    assert_eq!(gw.get("/busy/").status, 200);
+    let url = gw.url("/busy/sleep/4");
+    let held = std::thread::spawn(move || common::agent().get(&url).call().map(|r| r.status()));
+    // The held request is at the worker within this second, and stays 3 more.
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let r = gw.get("/other/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({"error": "App unavailable", "app": "other"})
+    );
+    assert!(
+        gw.logs()
+            .contains("the pool is full (1 workers, all busy): raise RUNTIME_POOL_SIZE"),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(held.join().unwrap().unwrap(), 200);
+}
+
 #[test]
 fn a_full_pool_evicts_the_least_recently_used_worker() {
     let apps = Apps::new(&[("a", "ttl: 5m"), ("b", "ttl: 5m")]);

@@ -1042,7 +1042,8 @@ impl Supervisor {
         let m = app.manifest()?;
         if !self.make_room() {
             return Err(format!(
-                "the pool is full ({} workers, all busy)",
+                "the pool is full ({} workers, all busy): raise RUNTIME_POOL_SIZE if \
+                 this is the usual load",
                 self.pool.opts.size
             ));
         }
