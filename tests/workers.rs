@@ -499,6 +499,28 @@ fn a_hanging_request_is_504_and_the_worker_serves_on() {
     assert_eq!(w["errors"], 1, "{w}");
 }
 
+/// An app's `timeout` bounds each wait for the worker, not the whole answer: a stream
+/// that keeps sending outlives it (server-sent events); one silent for longer is cut.
+#[test]
+fn a_stream_outlives_the_timeout_while_it_sends() {
+    let apps = Apps::new(&[("drips", "ttl: 5m\ntimeout: 2s")]);
+    let gw = Gateway::start(apps.options());
+    let t = Instant::now();
+    let r = gw.get("/drips/drip/5/0.5");
+    assert_eq!((r.status, r.text()), (200, "tick\n".repeat(5)), "{r:?}");
+    assert!(t.elapsed() > Duration::from_secs(2), "{:?}", t.elapsed());
+    let mut r = common::agent()
+        .get(gw.url("/drips/drip/2/4"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.body_mut().read_to_string();
+    assert!(
+        body.as_deref().map_or(true, |b| b == "tick\n"),
+        "the second piece came after a 4 s silence: {body:?}"
+    );
+}
+
 /// A client that leaves before the answer is logged 499 (nginx's "client closed
 /// request"), and is neither an upstream error nor the worker's: an operator alerting on
 /// `buntime_upstream_errors_total` was paged by users closing a slow page (counted
