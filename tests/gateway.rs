@@ -356,7 +356,10 @@ fn credential_keys_are_listed_by_a_fingerprint() {
             .env("GATEWAY_RATE_LIMIT_KEY_BY", "header:Authorization")
             .env("GATEWAY_RATE_LIMIT_REQUESTS", "2")
             // The harness polls readiness; keep it out of a limit of 2.
-            .env("GATEWAY_RATE_LIMIT_EXCLUDE", "/gateway/api/**,/api/health/**")
+            .env(
+                "GATEWAY_RATE_LIMIT_EXCLUDE",
+                "/gateway/api/**,/api/health/**",
+            )
             .ready(),
     );
     let token = [("authorization", "Bearer secret-token-1")];
