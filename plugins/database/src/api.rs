@@ -85,7 +85,7 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
         .and_then(Json::as_str)
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing or invalid SQL query"))?;
-    one_statement(sql)?;
+    runnable_statement(sql)?;
     let params = match body.get("params") {
         None | Some(Json::Null) => Vec::new(),
         Some(Json::Array(items)) => items
@@ -129,7 +129,7 @@ async fn query(db: &Database, req: &ApiRequest) -> ApiResult {
 /// opens or creates any file the gateway's user can write, `VACUUM INTO` writes a copy
 /// anywhere. Through an HTTP console, an admin credential would be a way to write files
 /// on the server (sqld refuses `ATTACH` on its own).
-fn one_statement(sql: &str) -> Result<(), ApiError> {
+fn runnable_statement(sql: &str) -> Result<(), ApiError> {
     // Boxed: the parser is several kilobytes.
     let mut parser = Box::new(Parser::new(sql.as_bytes()));
     let first = match parser.next() {
@@ -323,7 +323,7 @@ mod tests {
             // Not SQL the parser reads: the database names the error.
             "garbage garbage",
         ] {
-            assert!(one_statement(one).is_ok(), "{one}");
+            assert!(runnable_statement(one).is_ok(), "{one}");
         }
         for more in [
             "create table t (a); insert into t values (1)",
@@ -331,7 +331,7 @@ mod tests {
             "select 1; garbage",
             "select 1;; select 2",
         ] {
-            assert!(one_statement(more).is_err(), "{more}");
+            assert!(runnable_statement(more).is_err(), "{more}");
         }
         // Files other than the database: refused, read by the parser or not.
         for files in [
@@ -343,13 +343,13 @@ mod tests {
             "ATTACH garbage garbage",
         ] {
             assert!(
-                one_statement(files).is_err_and(|e| e.to_string().contains("ATTACH")),
+                runnable_statement(files).is_err_and(|e| e.to_string().contains("ATTACH")),
                 "{files}"
             );
         }
-        assert!(one_statement("VACUUM").is_ok());
+        assert!(runnable_statement("VACUUM").is_ok());
         assert!(
-            one_statement("EXPLAIN ATTACH 'x.db' AS x").is_ok(),
+            runnable_statement("EXPLAIN ATTACH 'x.db' AS x").is_ok(),
             "explained, not run"
         );
     }
