@@ -14,7 +14,7 @@ use serde_yaml::{Mapping, Value};
 pub const DEFAULT_CONFIG_FILE: &str = "conf/buntime.yaml";
 
 /// `server:` keys and the environment variable that overrides each.
-const SERVER_KEYS: &[(&str, &str)] = &[
+pub const SERVER_KEYS: &[(&str, &str)] = &[
     ("port", "PORT"),
     ("apiPrefix", "RUNTIME_API_PREFIX"),
     ("workerDirs", "RUNTIME_WORKER_DIRS"),

@@ -13,6 +13,7 @@ mod proxy;
 mod routes;
 mod server;
 mod state;
+mod stray_env;
 mod telemetry;
 mod upgrade;
 mod via;
@@ -102,7 +103,7 @@ fn main() -> ExitCode {
                     "configuration OK: port {}, API at {}, {loaded} plugin(s) enabled",
                     c.server.port, c.server.api_base,
                 );
-                for w in warnings {
+                for w in warnings.iter().chain(&stray_env()) {
                     println!("warning: {w}");
                 }
                 ExitCode::SUCCESS
@@ -116,6 +117,9 @@ fn main() -> ExitCode {
             };
             logging::init(c.server.log_level, c.server.log_format);
             raise_open_files_limit();
+            for w in stray_env() {
+                log::warn!("{w}");
+            }
             if let Err(e) = buntime_workers::process::hide_from_own_user() {
                 log::warn!("the apps may read this process's environment (its secrets): {e}");
             }
@@ -129,6 +133,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// What `stray_env` says of this process's environment.
+fn stray_env() -> Vec<String> {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    stray_env::warnings(names.iter().map(String::as_str), plugins::CORE)
 }
 
 /// Lifts the soft open-files limit to the hard one (the workers get theirs back).

@@ -494,6 +494,54 @@ fn check_lists_every_bad_value_by_name() {
     assert!(out.contains("plugins.nope: unknown plugin"), "{out}");
 }
 
+/// A misspelt variable in the gateway's namespaces is named, with the setting it likely
+/// meant, by `check` and at the start of `serve`; so are the original Buntime's variables
+/// that do nothing here and a numbered list with a gap. Kubernetes service links (a
+/// Service named `gateway`) and other software's variables are left alone.
+#[test]
+fn check_and_serve_name_variables_nothing_reads() {
+    let env = [
+        ("GATEWAY_RATE_LIMIT_REQUEST", "5"),
+        ("RUNTIME_WORKER_CONFIG_CACHE_TTL_MS", "1000"),
+        ("DATABASE_LIBSQL_REPLICAS_2", "http://127.0.0.1:9"),
+        ("GATEWAY_SERVICE_HOST", "10.0.0.1"),
+        ("GATEWAY_PORT_8000_TCP", "tcp://10.0.0.1:8000"),
+        ("RUNTIME_POOL_SIZE", "7"),
+        ("NODE_ENV", "production"),
+    ];
+    let expected = [
+        "environment variable DATABASE_LIBSQL_REPLICAS_2 is not read: \
+         DATABASE_LIBSQL_REPLICAS_1, DATABASE_LIBSQL_REPLICAS_2, ... are read up to the \
+         first one not set, DATABASE_LIBSQL_REPLICAS_1",
+        "environment variable GATEWAY_RATE_LIMIT_REQUEST is not read: no such setting \
+         (did you mean GATEWAY_RATE_LIMIT_REQUESTS?)",
+        "environment variable RUNTIME_WORKER_CONFIG_CACHE_TTL_MS is not read: the original \
+         Buntime's manifest cache; manifests are read when a worker starts here; it has no \
+         effect",
+    ];
+    let (ok, out) = check(None, &env);
+    assert!(ok, "{out}");
+    let warned: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: environment variable "))
+        .collect();
+    let want: Vec<&str> = expected
+        .iter()
+        .map(|w| w.strip_prefix("environment variable ").unwrap())
+        .collect();
+    assert_eq!(warned, want, "{out}");
+
+    let gw = Gateway::start(
+        env.iter()
+            .fold(Options::default(), |opts, (k, v)| opts.env(k, v)),
+    );
+    let logs = gw.stderr();
+    for w in expected {
+        assert!(logs.contains(w), "{w}\n{logs}");
+    }
+    assert!(!logs.contains("GATEWAY_SERVICE_HOST"), "{logs}");
+}
+
 /// An app folder named like a plugin's base (or the runtime API's) is deployed and listed,
 /// but the route order sends its plain paths elsewhere; the check says so.
 #[test]
