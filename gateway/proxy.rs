@@ -350,6 +350,12 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(InvalidHTTPHeader, "101 without a WebSocket handshake")
                 .map_err(|e| e.into_up());
         }
+        if upstream_response.status == StatusCode::SWITCHING_PROTOCOLS {
+            // Pingora's 60 s client read timeout would cut a socket idle that long (a
+            // chat nobody types in); it lives until a side closes, and TCP keepalive
+            // (`server::listener`) ends one whose client is gone.
+            session.set_read_timeout(None);
+        }
         headers::strip_hop_by_hop(upstream_response);
         if self
             .shared

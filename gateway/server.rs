@@ -9,6 +9,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::ServeHttp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::ext::TcpKeepalive;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -61,6 +62,17 @@ fn listen_address(name: &str, port: u16) -> Result<String, String> {
     }
 }
 
+/// TCP keepalive on client connections: a WebSocket has no read timeout (`proxy.rs`), so
+/// one whose client vanished without a FIN (a laptop closed, a NAT entry dropped) is
+/// ended about two minutes after its last byte instead of holding its upstream, and a
+/// worker past its ttl, for ever. Three system calls per accepted connection.
+pub const CLIENT_KEEPALIVE: TcpKeepalive = TcpKeepalive {
+    idle: Duration::from_secs(60),
+    interval: Duration::from_secs(10),
+    count: 6,
+    user_timeout: Duration::ZERO,
+};
+
 /// A listener on `address`. `[::]` takes IPv4 clients too whatever
 /// `net.ipv6.bindv6only` says; their addresses arrive IPv4-mapped and are made plain IPv4
 /// again where the client address is read. Reads go straight to Pingora's own request
@@ -70,6 +82,7 @@ fn listen_address(name: &str, port: u16) -> Result<String, String> {
 fn listener(address: &str) -> ListenerConfig {
     let mut options = TcpSocketOptions::default();
     options.ipv6_only = address.starts_with('[').then_some(false);
+    options.tcp_keepalive = Some(CLIENT_KEEPALIVE);
     ListenerConfig::tcp(address)
         .tcp_socket_options(options)
         .l4_buffer(L4BufferSettings::default().read(0))

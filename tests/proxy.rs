@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::sqld::Sqld;
 use common::upstream::{Upstream, WsEcho};
-use common::{Backend, Gateway, Options, eventually, start_on};
+use common::{Backend, Gateway, Options, eventually, keepalive_on, start_on, ws_connect};
 use serde_json::{Value, json};
-use tungstenite::client::IntoClientRequest;
 
 const RULES: &str = "/redirects/api/rules";
 
@@ -918,26 +917,6 @@ fn https_upstreams_and_secure() {
     );
 }
 
-fn ws_connect(port: u16, path: &str) -> tungstenite::WebSocket<TcpStream> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut req = format!("ws://127.0.0.1:{port}{path}")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://app.example".parse().unwrap());
-    let (ws, resp) = tungstenite::client(req, stream).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(resp.status(), 101);
-    // The 101 is the connection's last HTTP answer: it carries the gateway's headers.
-    let headers = resp.headers();
-    assert!(headers.contains_key("x-request-id"), "{headers:?}");
-    assert!(headers.contains_key("ratelimit-remaining"), "{headers:?}");
-    assert_eq!(headers["access-control-allow-origin"], "*");
-    ws
-}
-
 #[test]
 fn websockets_through_ws_rules() {
     let echo = WsEcho::start();
@@ -957,8 +936,24 @@ fn websockets_through_ws_rules() {
         echo.paths.lock().unwrap().last().unwrap(),
         "/socket/room?x=1"
     );
-    // Idle for longer than the rule's 1 s read timeout: still open.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Idle for longer than the rule's 1 s read timeout, and than Pingora's 60 s client
+    // read timeout (which cut it at 60 s): still open. A socket with no read timeout
+    // has TCP keepalive on both legs, which ends it if either peer vanishes.
+    // (A socket's timer shows as keepalive once what it sent is acknowledged.)
+    let client = ws.get_ref().local_addr().unwrap().port();
+    let keepalive = |local: u16, remote: u16| {
+        eventually(Duration::from_secs(5), || {
+            keepalive_on(local, remote).filter(|&on| on)
+        })
+        .is_some()
+    };
+    assert!(keepalive(gw.port, client), "client leg");
+    let upstream = common::tcp_sockets()
+        .into_iter()
+        .find(|s| s.remote_port == echo.port)
+        .expect("the upstream leg");
+    assert!(keepalive(upstream.local_port, echo.port), "upstream leg");
+    std::thread::sleep(Duration::from_secs(62));
     ws.send(tungstenite::Message::text("still here")).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("still here"));
     ws.close(None).unwrap();

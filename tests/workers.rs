@@ -521,6 +521,26 @@ fn a_stream_outlives_the_timeout_while_it_sends() {
     );
 }
 
+/// A WebSocket to an app lives until a side closes: idle past the app's `timeout`, its
+/// `ttl` and Pingora's 60 s client read timeout (which cut it at 60 s), on the worker it
+/// started on, which stops once it closes and its ttl has passed.
+#[test]
+fn a_websocket_to_an_app_lives_while_idle() {
+    let apps = Apps::new(&[("chat", "ttl: 3s\ntimeout: 1s")]);
+    let gw = Gateway::start(apps.options());
+    let mut ws = common::ws_connect(gw.port, "/chat/ws");
+    let ask_pid = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| {
+        ws.send(tungstenite::Message::text("pid")).unwrap();
+        let answer = ws.read().unwrap().into_text().unwrap();
+        answer.parse::<u64>().unwrap()
+    };
+    let pid = ask_pid(&mut ws);
+    std::thread::sleep(Duration::from_secs(62));
+    assert_eq!(ask_pid(&mut ws), pid);
+    ws.close(None).unwrap();
+    assert!(gone_within(pid, 15), "{}", gw.logs());
+}
+
 /// A client that leaves before the answer is logged 499 (nginx's "client closed
 /// request"), and is neither an upstream error nor the worker's: an operator alerting on
 /// `buntime_upstream_errors_total` was paged by users closing a slow page (counted

@@ -152,6 +152,10 @@ pub(super) fn rule_peer(rule: &CompiledRule, ctx: &mut Ctx) -> Result<Box<HttpPe
     peer.options.read_timeout = (!ctx.websocket).then_some(timeouts.read);
     peer.options.write_timeout = Some(timeouts.write);
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    // Without a read timeout, keepalive is what ends a socket whose upstream vanished.
+    if ctx.websocket {
+        peer.options.tcp_keepalive = Some(crate::server::CLIENT_KEEPALIVE);
+    }
     Ok(Box::new(peer))
 }
 

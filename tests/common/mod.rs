@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tungstenite::client::IntoClientRequest;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_buntime");
 
@@ -464,6 +465,69 @@ pub fn check(config: Option<&str>, env: &[(&str, &str)]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// A WebSocket to `path` through the gateway, its handshake checked.
+pub fn ws_connect(port: u16, path: &str) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let (ws, resp) = tungstenite::client(req, stream).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(resp.status(), 101);
+    // The 101 is the connection's last HTTP answer: it carries the gateway's headers.
+    let headers = resp.headers();
+    assert!(headers.contains_key("x-request-id"), "{headers:?}");
+    assert!(headers.contains_key("ratelimit-remaining"), "{headers:?}");
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    ws
+}
+
+/// One TCP socket of this machine, from /proc/net/tcp and tcp6.
+#[derive(Debug)]
+pub struct TcpSocket {
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// A keepalive timer runs (`tr` 2 on an established socket: `SO_KEEPALIVE` is set,
+    /// and nothing sent waits for an acknowledgement, which shows as `tr` 1).
+    pub keepalive: bool,
+}
+
+/// The established TCP sockets of this machine.
+pub fn tcp_sockets() -> Vec<TcpSocket> {
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap_or(""), 16).ok();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    (f.get(3) == Some(&"01")).then_some(())?;
+                    Some(TcpSocket {
+                        local_port: port(f.get(1)?)?,
+                        remote_port: port(f.get(2)?)?,
+                        keepalive: f.get(5)?.starts_with("02:"),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether the socket on `local_port` connected to `remote_port` has TCP keepalive on;
+/// `None` when there is no such socket.
+pub fn keepalive_on(local_port: u16, remote_port: u16) -> Option<bool> {
+    tcp_sockets()
+        .into_iter()
+        .find(|s| s.local_port == local_port && s.remote_port == remote_port)
+        .map(|s| s.keepalive)
 }
 
 /// Polls `f` until it returns `Some`, for up to `timeout`.
