@@ -146,6 +146,7 @@ fn forwards_to_the_app_without_its_segment() {
     assert_eq!(env["APP_GREETING"], "from-manifest");
     assert_eq!(env["FROM_DOTENV"], "dotenv\nfrom-manifest");
     assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
+    assert_eq!(env["HOST"], "127.0.0.1", "what a server reading HOST binds");
     assert!(env.get("PATH").is_some());
     assert!(env.get("RUNTIME_MASTER_KEY").is_none(), "{env}");
     let names = body["envNames"].as_array().unwrap();
@@ -215,6 +216,59 @@ fn forwards_to_the_app_without_its_segment() {
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["path"], "/old", "{got}");
     assert_eq!(body["headers"]["host"], "localhost", "{got}");
+}
+
+/// A worker that binds every address (Node's `server.listen(PORT)` does) is reachable
+/// from the network on its port, past the token check and the rate limit: the log says
+/// so, once per app, and names the fix. One bound to 127.0.0.1 is not named.
+#[test]
+fn a_worker_open_to_the_network_is_named() {
+    let apps = Apps::new(&[
+        ("open", "ttl: 5m\ninstances: 2\nenv: {BIND: 0.0.0.0}"),
+        ("closed", "ttl: 5m"),
+    ]);
+    let gw = Gateway::start(apps.options());
+    for path in ["/open/", "/open/", "/closed/"] {
+        assert_eq!(gw.get(path).status, 200, "{}", gw.logs());
+    }
+    let said = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("not only 127.0.0.1"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let lines = eventually(Duration::from_secs(10), || {
+        let lines = said(&gw.stderr());
+        (of_app(&gw, "open").len() == 2 && !lines.is_empty()).then_some(lines)
+    })
+    .unwrap_or_else(|| panic!("no warning\n{}", gw.logs()));
+    assert_eq!(lines.len(), 1, "once per app: {lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.contains("worker open-") && line.contains("listens on 0.0.0.0 port"),
+        "{line}"
+    );
+    assert!(
+        line.contains("app open there") && line.contains("listen: unix"),
+        "{line}"
+    );
+    let ports: Vec<String> = of_app(&gw, "open")
+        .iter()
+        .map(|w| {
+            w["address"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        ports.iter().any(|p| line.contains(&format!("port {p},"))),
+        "{line} names none of {ports:?}"
+    );
+    assert!(!gw.stderr().contains("app closed there"), "{}", gw.logs());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod conditional;
 pub mod discovery;
+mod exposure;
 mod inject;
 pub mod manifest;
 pub mod pool;

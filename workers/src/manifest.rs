@@ -455,15 +455,23 @@ fn expand(text: &str, quoted: bool, lookup: &dyn Fn(&str) -> Option<String>) -> 
     out
 }
 
-/// The worker's whole environment: the inherited variables, the app's, then the address.
+/// What a `tcp` worker is told to bind unless its manifest says otherwise. Many servers
+/// read `HOST` (SvelteKit's and Astro's node adapters, Nuxt, webpack's dev server) and
+/// bind every address without it, which opens the app to the network past the gateway.
+pub const TCP_HOST: (&str, &str) = ("HOST", "127.0.0.1");
+
+/// The worker's whole environment: the inherited variables, `defaults`, the app's, then
+/// the address.
 pub fn worker_env(
     m: &AppManifest,
     own: &dyn Fn(&str) -> Option<String>,
+    defaults: &[(&str, &str)],
     address: (&str, String),
 ) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = INHERITED
         .iter()
         .filter_map(|k| own(k).map(|v| (k.to_string(), v)))
+        .chain(defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
     env.extend(m.env.clone());
     env.insert(address.0.to_string(), address.1);
@@ -605,9 +613,15 @@ mod tests {
             "RUNTIME_MASTER_KEY" => Some("secret".to_string()),
             _ => None,
         };
-        let env = worker_env(&m, &own, ("PORT", "4000".into()));
+        let env = worker_env(&m, &own, &[], ("PORT", "4000".into()));
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, vec!["APP", "PATH", "PORT"]);
+        // A default gives way to the app's own value.
+        let m = parsed("env: {HOST: 0.0.0.0}");
+        let env = worker_env(&m, &own, &[TCP_HOST, ("X", "1")], ("PORT", "4000".into()));
+        let host = env.iter().find(|(k, _)| k == "HOST").unwrap();
+        assert_eq!(host.1, "0.0.0.0");
+        assert!(env.contains(&("X".to_string(), "1".to_string())));
     }
 
     #[test]

@@ -229,6 +229,8 @@ pub struct App {
     /// When a request last waited for a worker of this app (none was ready), in ms since
     /// the epoch as `Worker::last_used`; 0 if none has.
     asked_at: AtomicU64,
+    /// A worker of this app was found listening beyond loopback (`exposure.rs`): said once.
+    exposed_said: AtomicBool,
 }
 
 impl std::fmt::Debug for App {
@@ -294,6 +296,7 @@ impl App {
             gate: Arc::new(Semaphore::new(ephemeral_concurrency.max(1))),
             queued: AtomicUsize::new(0),
             asked_at: AtomicU64::new(0),
+            exposed_said: AtomicBool::new(false),
         }
     }
 
@@ -769,6 +772,29 @@ fn unretire(app: &App, failed: &Worker) {
     }
 }
 
+/// Names, once per app, a worker whose port is open beyond this host: its requests
+/// there skip the token check and the rate limit.
+fn warn_if_exposed(app: &App, w: &Worker) {
+    let Address::Tcp(addr) = &w.address else {
+        return;
+    };
+    let open = crate::exposure::open_listeners(addr.port());
+    if open.is_empty() || app.exposed_said.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let on: Vec<String> = open.iter().map(|ip| format!("{ip}")).collect();
+    log::warn!(
+        "worker {} listens on {} port {}, not only 127.0.0.1: anyone who can reach this \
+         host reaches app {} there, past the token check and the rate limit. Have it bind \
+         127.0.0.1 (the HOST it is given; Node: server.listen(PORT, \"127.0.0.1\")) or use \
+         listen: unix",
+        w.id,
+        on.join(" and "),
+        addr.port(),
+        app.name
+    );
+}
+
 fn down(why: String, backoff: Option<Duration>) -> Unavailable {
     let retry_after = backoff.map_or(1, |d| d.as_secs().max(1));
     Unavailable::Down { why, retry_after }
@@ -1049,12 +1075,13 @@ impl Supervisor {
         }
         let n = self.pool.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", app.name);
-        let (address, env_addr) = match m.listen {
+        let (address, env_addr, defaults) = match m.listen {
             Listen::Tcp => {
                 let port = process::free_port().map_err(|e| format!("no free port: {e}"))?;
                 (
                     Address::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
                     ("PORT", port.to_string()),
+                    &[manifest::TCP_HOST][..],
                 )
             }
             Listen::Unix => {
@@ -1072,6 +1099,7 @@ impl Supervisor {
                 (
                     Address::Unix(path.clone()),
                     ("BUNTIME_SOCKET", path.display().to_string()),
+                    &[][..],
                 )
             }
         };
@@ -1088,7 +1116,7 @@ impl Supervisor {
             ],
         };
         let own = |k: &str| std::env::var(k).ok();
-        let env = manifest::worker_env(&m, &own, env_addr);
+        let env = manifest::worker_env(&m, &own, defaults, env_addr);
         let restarts = {
             let slots = app.slot_restarts.lock().unwrap_or_else(|e| e.into_inner());
             if ephemeral {
@@ -1168,6 +1196,7 @@ impl Supervisor {
                 if probe.ok(&w.address, &m.health_path).await {
                     w.set_state(State::Ready);
                     log::info!("worker {} ready", w.id);
+                    warn_if_exposed(&app, &w);
                     let _ = tx.send(Cmd::Ready(w.clone()));
                     if let Some(r) = reply {
                         let _ = r.send(Ok(w));
