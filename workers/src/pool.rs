@@ -1196,7 +1196,10 @@ impl Supervisor {
                 if probe.ok(&w.address, &m.health_path).await {
                     w.set_state(State::Ready);
                     log::info!("worker {} ready", w.id);
-                    warn_if_exposed(&app, &w);
+                    // Off the pool's thread: the socket tables list every connection
+                    // of the host, megabytes on a busy one.
+                    let (app, worker) = (app.clone(), w.clone());
+                    tokio::task::spawn_blocking(move || warn_if_exposed(&app, &worker));
                     let _ = tx.send(Cmd::Ready(w.clone()));
                     if let Some(r) = reply {
                         let _ = r.send(Ok(w));
