@@ -630,6 +630,96 @@ fn proxying_to_an_http_upstream() {
     assert_eq!(gw.get("/not-a-rule").status, 404);
 }
 
+/// A rule may raise (or lower) the 10 MiB request body limit for what it proxies, an
+/// upload service's say: bodies stream through, so no ceiling applies. The value is
+/// echoed as written; a bad one is refused naming it.
+#[test]
+fn a_rule_sets_its_own_body_limit() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    let rule = created(
+        &gw,
+        json!({"pattern": "^/uploads(/.*)$", "target": up.url(), "rewrite": "$1", "maxBodySize": "12mb"}),
+    );
+    assert_eq!(rule["maxBodySize"], "12mb");
+    created(
+        &gw,
+        json!({"pattern": "^/small(/.*)$", "target": up.url(), "rewrite": "$1", "maxBodySize": 1000}),
+    );
+    created(
+        &gw,
+        json!({"pattern": "^/plain(/.*)$", "target": up.url(), "rewrite": "$1"}),
+    );
+    let body = vec![b'x'; 11_000_000];
+    let r = gw.send("POST", "/uploads/file", &[], Some(&body));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["bodyLength"], 11_000_000);
+    // Over a limit: 413 from the Content-Length, before the body is read.
+    let refused = |path: &str, length: usize| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+        let out = common::raw(gw.port, head.as_bytes(), Duration::from_secs(5));
+        out.starts_with("HTTP/1.1 413")
+    };
+    assert!(
+        refused("/plain/file", 11_000_000),
+        "the default 10 MiB holds elsewhere"
+    );
+    assert!(refused("/small/file", 1001));
+    let r = gw.send("POST", "/small/file", &[], Some(&[b'x'; 1000]));
+    assert_eq!(r.status, 200);
+    // A chunked body has no length to check first: it is cut once past the limit.
+    let chunk = format!("258\r\n{}\r\n", "y".repeat(600));
+    let chunked = format!(
+        "POST /small/file HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n"
+    );
+    let out = common::raw(gw.port, chunked.as_bytes(), Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    let before = up.count();
+    let out = common::raw(
+        gw.port,
+        b"POST /uploads/big HTTP/1.1\r\nHost: x\r\nContent-Length: 12582913\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(up.count(), before);
+
+    for (value, why) in [
+        (
+            json!("ten"),
+            "Invalid maxBodySize: expected a number with an optional unit kb, mb or gb (got \"ten\")",
+        ),
+        (
+            json!(0),
+            "Invalid maxBodySize: must be more than zero (got 0)",
+        ),
+        (
+            json!("12 parsecs"),
+            "Invalid maxBodySize: unknown unit \"parsecs\" (use kb, mb or gb) (got \"12 parsecs\")",
+        ),
+        (
+            json!(true),
+            "Invalid maxBodySize: expected a size such as \"20mb\" or a number of bytes (got true)",
+        ),
+    ] {
+        let r = create(
+            &gw,
+            json!({"pattern": "^/x", "target": up.url(), "maxBodySize": value}),
+        );
+        assert_eq!((r.status, error(&r)), (400, why.to_string()));
+    }
+    // Back to the gateway's limit.
+    let id = rule["id"].as_str().unwrap();
+    let r = gw.json(
+        "PUT",
+        &format!("{RULES}/{id}"),
+        &[],
+        &json!({"maxBodySize": null}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.json().get("maxBodySize").is_none(), "{r:?}");
+    assert!(refused("/uploads/file", 11_000_000));
+}
+
 /// Header names reach the client in the case the upstream wrote them, and the gateway's
 /// own in theirs: both when every upstream name is in the form Pingora writes by itself
 /// (the gateway then skips Pingora's case map) and when one is not (it keeps the map).

@@ -99,6 +99,7 @@ impl Gateway {
         }
         ctx.body_limit = match &route {
             Route::Api(_) | Route::Plugin(..) => ADMIN_BODY_LIMIT,
+            Route::Rule(rule) => rule.rule.max_body_size.unwrap_or(DEFAULT_BODY_LIMIT),
             _ => DEFAULT_BODY_LIMIT,
         };
         if let Route::Shell(app) | Route::App(app, _) = &route {

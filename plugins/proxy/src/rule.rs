@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use buntime_plugin_sdk::duration::{format_duration, parse_duration};
+use buntime_plugin_sdk::duration::{format_duration, parse_duration, parse_size};
 use buntime_plugin_sdk::{RateLimitSpec, RouteGlobs};
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -63,9 +63,13 @@ pub struct Rule {
     pub order: i64,
     pub timeouts: Timeouts,
     pub rate_limit: Option<RateLimitSpec>,
-    /// `timeouts` and `rateLimit` as given, echoed back as written (`60s` stays `60s`).
+    /// The request body limit in bytes, when the rule sets one (else the gateway's 10 MiB).
+    pub max_body_size: Option<u64>,
+    /// `timeouts`, `rateLimit` and `maxBodySize` as given, echoed back as written (`60s`
+    /// stays `60s`).
     timeouts_given: Map<String, Json>,
     rate_limit_given: Option<Json>,
+    max_body_size_given: Option<Json>,
     pub readonly: bool,
 }
 
@@ -87,8 +91,10 @@ impl Rule {
             order: 0,
             timeouts: Timeouts::default(),
             rate_limit: None,
+            max_body_size: None,
             timeouts_given: Map::new(),
             rate_limit_given: None,
+            max_body_size_given: None,
             readonly: false,
         }
     }
@@ -144,6 +150,10 @@ impl Rule {
                         given
                     });
                 }
+                "maxBodySize" => {
+                    self.max_body_size = max_body_size(v)?;
+                    self.max_body_size_given = self.max_body_size.map(|_| v.clone());
+                }
                 other if IGNORED_FIELDS.contains(&other) || !strict => {}
                 other => return Err(format!("Unknown field: {other}")),
             }
@@ -179,6 +189,9 @@ impl Rule {
         }
         if let Some(l) = &self.rate_limit_given {
             v["rateLimit"] = l.clone();
+        }
+        if let Some(size) = &self.max_body_size_given {
+            v["maxBodySize"] = size.clone();
         }
         v
     }
@@ -265,6 +278,26 @@ fn duration(what: &str, v: &Json) -> Result<Duration, String> {
         _ => return Err(format!("{what} must be a duration like 5s")),
     };
     parse_duration(&text).map_err(|e| format!("{what} {text:?}: {e}"))
+}
+
+/// A size in bytes (`20971520`) or with a unit (`20mb`); `null` for the gateway's limit.
+/// Proxied bodies are streamed, never held, so no ceiling applies.
+fn max_body_size(v: &Json) -> Result<Option<u64>, String> {
+    let size = match v {
+        Json::Null => return Ok(None),
+        Json::String(text) => parse_size(text),
+        Json::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| "expected a whole number of bytes".into()),
+        _ => Err("expected a size such as \"20mb\" or a number of bytes".into()),
+    };
+    match size {
+        Ok(0) => Err(format!(
+            "Invalid maxBodySize: must be more than zero (got {v})"
+        )),
+        Ok(n) => Ok(Some(n)),
+        Err(why) => Err(format!("Invalid maxBodySize: {why} (got {v})")),
+    }
 }
 
 fn timeouts(v: &Json) -> Result<Timeouts, String> {
