@@ -12,6 +12,7 @@ const PREFIXES: &[&str] = &[
     "RUNTIME_",
     "GATEWAY_",
     "AUTH_JWT_",
+    "AUTH_PUBLIC_",
     "DATABASE_LIBSQL_",
     "METRICS_",
     "DEPLOYMENTS_",
@@ -157,6 +158,21 @@ mod tests {
     #[test]
     fn known_and_foreign_names_pass() {
         assert!(check(&["PORT", "RUNTIME_POOL_SIZE", "DATABASE_LIBSQL_URL", "HOME"]).is_empty());
+    }
+
+    #[test]
+    fn auth_public_routes_is_checked_too() {
+        let specs = [PluginSpec {
+            env: &[("AUTH_PUBLIC_ROUTES", "publicRoutes")],
+            ..SPECS[0]
+        }];
+        assert_eq!(
+            warnings(["AUTH_PUBLIC_ROUTE", "AUTH_SECRET"].into_iter(), &specs),
+            [
+                "environment variable AUTH_PUBLIC_ROUTE is not read: no such setting \
+              (did you mean AUTH_PUBLIC_ROUTES?)"
+            ]
+        );
     }
 
     #[test]
