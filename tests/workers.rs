@@ -1224,6 +1224,41 @@ fn preload_starts_at_boot() {
     assert_eq!(of_app(&gw, "versioned").len(), 1, "2.0.0 does not preload");
 }
 
+/// An app written for the original Buntime names a script as its entry and no command:
+/// the original imported it as the app's server. Taken for a static app, the folder gave
+/// out its source, credentials written in it included. It is an invalid manifest now,
+/// saying what to write instead, at start and for its requests.
+#[test]
+fn an_app_written_for_the_original_is_not_served_as_files() {
+    let apps = Apps::new(&[]);
+    apps.manifest("orig", "entrypoint: index.ts\nttl: 5m\n");
+    write(
+        &apps.dir("orig").join("index.ts"),
+        "import { db } from './src/db';\nexport default { fetch: () => new Response(db) };\n",
+    );
+    write(
+        &apps.dir("orig").join("src/db.ts"),
+        "export const db = 'postgres://admin:hunter2@db/prod';\n",
+    );
+    let gw = Gateway::start(apps.options());
+    for path in ["/orig/", "/orig/index.ts", "/orig/src/db.ts"] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 500, "{path}: {r:?}");
+        assert!(!r.text().contains("hunter2"), "{path}: {r:?}");
+        let error = r.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.starts_with("Invalid app manifest: entrypoint: index.ts is a script")
+                && error.contains("command: [bun, index.ts]"),
+            "{error}"
+        );
+    }
+    assert!(
+        gw.stderr().contains("app orig (") && gw.stderr().contains("index.ts is a script"),
+        "{}",
+        gw.logs()
+    );
+}
+
 #[test]
 fn an_invalid_manifest_fails_that_app_only() {
     let apps = Apps::new(&[("good", "ttl: 5m")]);

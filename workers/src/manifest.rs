@@ -141,6 +141,14 @@ pub fn load(dir: &Path) -> Result<AppManifest, String> {
     Ok(manifest)
 }
 
+/// A JavaScript or TypeScript module: what the original ran, never a static app's page.
+fn is_script(entrypoint: &str) -> bool {
+    let ext = entrypoint.rsplit_once('.').map_or("", |(_, e)| e);
+    ["js", "mjs", "cjs", "jsx", "ts", "mts", "cts", "tsx"]
+        .iter()
+        .any(|e| ext.eq_ignore_ascii_case(e))
+}
+
 fn parse(s: &Settings) -> Result<AppManifest, String> {
     let mut p = Problems::default();
     let command = match s.get("command") {
@@ -176,6 +184,17 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
         .unwrap_or_else(|| "index.html".into());
     if entrypoint.starts_with('/') || entrypoint.split('/').any(|seg| seg == "..") {
         s.problem(&mut p, "entrypoint", "must be a path inside the app folder");
+    }
+    if s.get("command").is_none() && is_script(&entrypoint) {
+        // The original imported such an entry as the app's server; served as a static
+        // app here, the folder gave out its source (and any credential written in it).
+        let why = format!(
+            "{entrypoint} is a script: the original Buntime ran it as the app's server, \
+             which here needs a command (for a module whose default export has fetch: \
+             command: [bun, {entrypoint}] serves it on PORT); without one the folder \
+             would be served as files, its source included"
+        );
+        s.problem(&mut p, "entrypoint", why);
     }
     let mut env = BTreeMap::new();
     match s.get("env") {
@@ -570,6 +589,30 @@ mod tests {
         assert!(load(d.path()).unwrap_err().contains("mapping"));
         write(d.path(), "a: [");
         assert!(load(d.path()).unwrap_err().contains("invalid YAML"));
+    }
+
+    #[test]
+    fn a_script_entry_without_a_command_is_refused() {
+        let err = parse(&Settings::new(
+            "",
+            serde_yaml::from_str("entrypoint: src/Server.TS").unwrap(),
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("entrypoint: src/Server.TS is a script: the original Buntime ran it")
+                && err.contains("command: [bun, src/Server.TS]"),
+            "{err}"
+        );
+        // A page, or a script that a command runs, is fine.
+        assert_eq!(
+            parsed("entrypoint: dist/index.html").entrypoint,
+            "dist/index.html"
+        );
+        assert!(
+            parsed("entrypoint: index.ts\ncommand: [bun, index.ts]")
+                .command
+                .is_some()
+        );
     }
 
     #[test]
