@@ -1240,7 +1240,35 @@ fn an_app_written_for_the_original_is_not_served_as_files() {
         &apps.dir("orig").join("src/db.ts"),
         "export const db = 'postgres://admin:hunter2@db/prod';\n",
     );
+    // Nor one that names no entry: the original ran its index.js.
+    apps.manifest("bare", "ttl: 5m\n");
+    write(
+        &apps.dir("bare").join("index.js"),
+        "module.exports = { fetch: () => new Response(require('./key')) };\n",
+    );
+    write(
+        &apps.dir("bare").join("key.js"),
+        "module.exports = 'hunter2';\n",
+    );
     let gw = Gateway::start(apps.options());
+    for path in ["/bare/", "/bare/key.js"] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 500, "{path}: {r:?}");
+        assert_eq!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .take(3)
+                .collect::<Vec<_>>(),
+            [
+                "Invalid app manifest",
+                " entrypoint",
+                " index.html is not in the folder, but index.js is"
+            ],
+            "{r:?}"
+        );
+    }
     for path in ["/orig/", "/orig/index.ts", "/orig/src/db.ts"] {
         let r = gw.get(path);
         assert_eq!(r.status, 500, "{path}: {r:?}");

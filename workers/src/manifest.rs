@@ -125,6 +125,17 @@ pub fn load(dir: &Path) -> Result<AppManifest, String> {
         }
     };
     let mut manifest = parse(&Settings::new("", map))?;
+    // Without its entry, the original fell back to a script in the folder and ran it.
+    if manifest.command.is_none()
+        && !dir.join(&manifest.entrypoint).is_file()
+        && let Some(script) = ORIGINAL_SCRIPTS.iter().find(|f| dir.join(f).is_file())
+    {
+        return Err(format!(
+            "entrypoint: {} is not in the folder, but {script} is: {}",
+            manifest.entrypoint,
+            needs_command(script)
+        ));
+    }
     let dotenv = dir.join(".env");
     if dotenv.is_file() {
         let text =
@@ -139,6 +150,21 @@ pub fn load(dir: &Path) -> Result<AppManifest, String> {
         manifest.env.extend(from_file);
     }
     Ok(manifest)
+}
+
+/// The entries the original Buntime looked for when its manifest named none or a missing
+/// one, in its order after `index.html`.
+const ORIGINAL_SCRIPTS: [&str; 3] = ["index.ts", "index.js", "index.mjs"];
+
+/// Why a script entry cannot make a static app. The original imported it as the app's
+/// server; served as a static app here, the folder gave out its source (and any
+/// credential written in it).
+fn needs_command(script: &str) -> String {
+    format!(
+        "the original Buntime ran it as the app's server, which here needs a command (for \
+         a module whose default export has fetch: command: [bun, {script}] serves it on \
+         PORT); without one the folder would be served as files, its source included"
+    )
 }
 
 /// A JavaScript or TypeScript module: what the original ran, never a static app's page.
@@ -186,14 +212,7 @@ fn parse(s: &Settings) -> Result<AppManifest, String> {
         s.problem(&mut p, "entrypoint", "must be a path inside the app folder");
     }
     if s.get("command").is_none() && is_script(&entrypoint) {
-        // The original imported such an entry as the app's server; served as a static
-        // app here, the folder gave out its source (and any credential written in it).
-        let why = format!(
-            "{entrypoint} is a script: the original Buntime ran it as the app's server, \
-             which here needs a command (for a module whose default export has fetch: \
-             command: [bun, {entrypoint}] serves it on PORT); without one the folder \
-             would be served as files, its source included"
-        );
+        let why = format!("{entrypoint} is a script: {}", needs_command(&entrypoint));
         s.problem(&mut p, "entrypoint", why);
     }
     let mut env = BTreeMap::new();
@@ -603,6 +622,19 @@ mod tests {
                 && err.contains("command: [bun, src/Server.TS]"),
             "{err}"
         );
+        // The original's fallback: no index.html, but an index.ts.
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "ttl: 5m");
+        std::fs::write(d.path().join("index.ts"), "export default {}").unwrap();
+        let err = load(d.path()).unwrap_err();
+        assert!(
+            err.starts_with(
+                "entrypoint: index.html is not in the folder, but index.ts is: the original"
+            ),
+            "{err}"
+        );
+        std::fs::write(d.path().join("index.html"), "<html>").unwrap();
+        assert!(load(d.path()).is_ok());
         // A page, or a script that a command runs, is fine.
         assert_eq!(
             parsed("entrypoint: dist/index.html").entrypoint,
