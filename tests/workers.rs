@@ -1411,6 +1411,44 @@ fn a_static_app() {
     assert_eq!(w["state"], "ready");
 }
 
+/// A static app whose entry is in a build folder (the original's own cpanel manifest:
+/// `entrypoint: dist/index.html, injectBase: true`) is served from that folder, as the
+/// original served it: its page's `assets/app.js` is found in `dist/assets/`, and the
+/// rest of the app folder (sources, `package.json`) is not served.
+#[test]
+fn a_static_app_is_served_from_its_entrys_folder() {
+    let apps = Apps::new(&[]);
+    apps.manifest(
+        "cp",
+        "entrypoint: dist/index.html\nttl: 5m\ninjectBase: true\n",
+    );
+    let page = "<html><head></head><body><script src=\"assets/app.js\"></script></body></html>";
+    write(&apps.dir("cp").join("dist/index.html"), page);
+    write(&apps.dir("cp").join("dist/assets/app.js"), "console.log(1)");
+    write(
+        &apps.dir("cp").join("src/config.ts"),
+        "const key = 'sk-live-1'",
+    );
+    write(&apps.dir("cp").join("package.json"), "{}");
+    let gw = Gateway::start(apps.options());
+    for path in ["/cp/", "/cp/users/42"] {
+        let r = gw.get(path);
+        assert_eq!(r.status, 200, "{path}: {r:?}\n{}", gw.logs());
+        assert!(r.text().contains("<base href=\"/cp/\""), "{path}: {r:?}");
+    }
+    let r = gw.get("/cp/assets/app.js");
+    assert_eq!((r.status, r.text().as_str()), (200, "console.log(1)"));
+    for hidden in [
+        "/cp/src/config.ts",
+        "/cp/package.json",
+        "/cp/dist/assets/app.js",
+    ] {
+        let r = gw.get(hidden);
+        assert_eq!(r.status, 404, "{hidden}: {r:?}");
+        assert!(!r.text().contains("sk-live"), "{hidden}: {r:?}");
+    }
+}
+
 /// A static app answers as a file server should: validators with `304` for a file the
 /// browser has, `no-cache` so a deploy is seen at once, and byte ranges (a media player
 /// seeking). A large file is sent in chunks, whole or in part.

@@ -40,7 +40,8 @@ enum Lookup {
 }
 
 pub struct StaticFiles {
-    /// Canonical app folder: nothing outside it is served.
+    /// The entry's own folder, canonical (`<app>/dist` for `dist/index.html`): nothing
+    /// outside it is served.
     root: PathBuf,
     entry: PathBuf,
     /// What the manifest adds to HTML pages, if anything.
@@ -53,9 +54,18 @@ impl StaticFiles {
         entrypoint: &str,
         inject: Option<Inject>,
     ) -> std::io::Result<StaticFiles> {
-        let root = dir.canonicalize()?;
+        let folder = dir.canonicalize()?;
+        let entry = folder.join(entrypoint);
+        // As the original served: from the entry's folder, so a build's assets are found
+        // where its page asks for them (`/app/assets/x.js` in `dist/assets/`), and the rest
+        // of the app folder (its sources, `package.json`) is not served at all. A folder
+        // that does not exist yet serves nothing (every lookup misses).
+        let parent = entry.parent().unwrap_or(&folder);
+        let root = parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf());
         Ok(StaticFiles {
-            entry: root.join(entrypoint),
+            entry,
             root,
             inject,
         })
@@ -590,6 +600,32 @@ mod tests {
         ] {
             assert_eq!(content_type(Path::new(file)), ty, "{file}");
         }
+    }
+
+    #[test]
+    fn files_come_from_the_entrys_folder() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dist/assets")).unwrap();
+        std::fs::create_dir_all(d.path().join("src")).unwrap();
+        std::fs::write(d.path().join("dist/index.html"), "<h1>hi</h1>").unwrap();
+        std::fs::write(d.path().join("dist/assets/app.js"), "js").unwrap();
+        std::fs::write(d.path().join("src/config.ts"), "secret").unwrap();
+        std::fs::write(d.path().join("package.json"), "{}").unwrap();
+        let s = StaticFiles::new(d.path(), "dist/index.html", None).unwrap();
+        let dist = d.path().join("dist").canonicalize().unwrap();
+        assert_eq!(s.file_for("/"), Ok(Lookup::File(dist.join("index.html"))));
+        assert_eq!(
+            s.file_for("/assets/app.js"),
+            Ok(Lookup::File(dist.join("assets/app.js")))
+        );
+        for outside in ["/src/config.ts", "/package.json", "/dist/index.html"] {
+            assert_eq!(s.file_for(outside), Ok(Lookup::Missing), "{outside}");
+        }
+        assert_eq!(s.file_for("/../package.json"), Err(StatusCode::FORBIDDEN));
+        // An entry whose folder is not there yet: nothing is served.
+        let s = StaticFiles::new(d.path(), "build/index.html", None).unwrap();
+        assert_eq!(s.file_for("/"), Ok(Lookup::Missing));
+        assert_eq!(s.file_for("/package.json"), Ok(Lookup::Missing));
     }
 
     #[test]
