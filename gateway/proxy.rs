@@ -47,6 +47,25 @@ const KEEPALIVE_IDLE_SECS: u64 = 60;
 /// buffered body for good. nginx's `send_timeout` is the same 60 s; Pingora's own reads
 /// from clients have it too.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pages a rule's `base`/`relativePaths` rewrites are held whole up to this size (as the
+/// static worker's, `INJECT_MAX`); larger ones go on as they are.
+const HTML_REWRITE_MAX: usize = 8 << 20;
+
+/// A response whose body is an HTML page as sent (not compressed), as a rule's HTML
+/// rewriting needs it; nor an interim, empty or unchanged answer.
+fn html_page(resp: &ResponseHeader) -> bool {
+    let header = |name| {
+        resp.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    !resp.status.is_informational()
+        && !matches!(resp.status.as_u16(), 204 | 304)
+        && header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("text/html"))
+        && header(http::header::CONTENT_ENCODING).is_none_or(|e| e == "identity")
+}
 /// The status logged for a request whose client left before any answer (nginx's 499).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
@@ -90,6 +109,8 @@ pub struct Ctx {
     failed_worker: Option<String>,
     /// The answer when no worker could be had (503 App unavailable, 500 manifest).
     app_error: Option<ApiResponse>,
+    /// The HTML page a rule's `base`/`relativePaths` rewrites, gathered until its end.
+    html: Option<Vec<u8>>,
     _inflight: InflightGuard,
 }
 
@@ -138,6 +159,7 @@ impl ProxyHttp for Gateway {
             lease: None,
             failed_worker: None,
             app_error: None,
+            html: None,
             _inflight: self.shared.lifecycle.enter(),
         })
     }
@@ -386,6 +408,15 @@ impl ProxyHttp for Gateway {
         {
             return Ok(());
         }
+        if ctx.rule.as_ref().is_some_and(|r| r.rule.rewrites_html())
+            && session.req_header().method != http::Method::HEAD
+            && html_page(upstream_response)
+        {
+            // Its length changes: chunked (or, to HTTP/1.0, ended by the close below).
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            ctx.html = Some(Vec::new());
+        }
         // HTTP/1.0 has no chunked coding (RFC 9112 6.1), yet Pingora chunks every body
         // without a length: a 1.0 client (ApacheBench, many health checkers) got the
         // chunk sizes as data. Such a body goes to it unframed, ending with the connection.
@@ -402,6 +433,36 @@ impl ProxyHttp for Gateway {
         self.response_hooks(session.req_header(), ctx, &mut extra);
         let id = (X_REQUEST_ID.clone(), ctx.request_id.clone(), false);
         headers::add(upstream_response, extra.into_iter().chain([id]))
+    }
+
+    /// A page a rule rewrites (`html` in `Ctx`) is held whole, then rewritten; one over
+    /// `HTML_REWRITE_MAX` is sent on as it is from there.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        let Some(page) = &mut ctx.html else {
+            return Ok(None);
+        };
+        if let Some(piece) = body.take() {
+            page.extend_from_slice(&piece);
+        }
+        if end_of_stream || page.len() > HTML_REWRITE_MAX {
+            let page = ctx.html.take().unwrap_or_default();
+            let done = match (&ctx.rule, end_of_stream) {
+                (Some(rule), true) => buntime_proxy::html::rewrite(
+                    &page,
+                    rule.rule.base.as_deref(),
+                    rule.rule.relative_paths,
+                ),
+                _ => page,
+            };
+            *body = Some(Bytes::from(done));
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -720,6 +720,69 @@ fn a_rule_sets_its_own_body_limit() {
     assert!(refused("/uploads/file", 11_000_000));
 }
 
+/// A rule's `base` and `relativePaths` rewrite the HTML pages it proxies, as the original
+/// did for a single-page app an upstream serves at its root: a `<base href>` after
+/// `<head>`, and `src="/..."`, `href="/..."`, `'/...'` made relative. The upstream is asked
+/// for uncompressed pages; other answers pass unchanged.
+#[test]
+fn a_rule_rewrites_its_html_pages_as_the_original_did() {
+    const PAGE: &str = "<html><head><link href=\"/app.css\"></head><body><script src=\"/app.js\"></script><a href=\"//cdn.example/x\">x</a><script>fetch('/api/x')</script></body></html>";
+    let (tx, seen) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    let port = raw_upstream(move |mut conn| {
+        while let Some(head) = read_until(&mut conn, b"\r\n\r\n") {
+            let _ = tx.lock().unwrap().send(head.clone());
+            let (kind, body) = match head.split_whitespace().nth(1) {
+                Some("/app.js") => ("text/javascript", "load('/x')"),
+                _ => ("text/html; charset=utf-8", PAGE),
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if conn.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let gw = Gateway::start(Options::default().ready());
+    let rule = created(
+        &gw,
+        json!({"pattern": "^/cpanel(/.*)?$", "target": format!("http://127.0.0.1:{port}"), "rewrite": "$1", "base": "/cpanel", "relativePaths": true}),
+    );
+    assert_eq!(
+        (&rule["base"], &rule["relativePaths"]),
+        (&json!("/cpanel"), &json!(true))
+    );
+    let rewritten = "<html><head><base href=\"/cpanel/\" /><link href=\"./app.css\"></head><body><script src=\"./app.js\"></script><a href=\"//cdn.example/x\">x</a><script>fetch('./api/x')</script></body></html>";
+    let r = gw.get("/cpanel/");
+    assert_eq!((r.status, r.text().as_str()), (200, rewritten), "{r:?}");
+    let head = seen.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(head.contains("accept-encoding: identity\r\n"), "{head}");
+    let r = gw.get("/cpanel/app.js");
+    assert_eq!(r.text(), "load('/x')", "not a page: unchanged");
+    let r = gw.send("HEAD", "/cpanel/", &[], None);
+    assert_eq!(r.status, 200);
+    // HTTP/1.0 has no chunks: the page ends with the connection.
+    let out = common::raw(
+        gw.port,
+        b"GET /cpanel/ HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with(rewritten), "{out}");
+    // Only a path goes into the attribute.
+    let r = create(
+        &gw,
+        json!({"pattern": "^/x", "target": format!("http://127.0.0.1:{port}"), "base": "/a\"><script>"}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        error(&r).starts_with("Invalid base: must be a path"),
+        "{r:?}"
+    );
+}
+
 /// Header names reach the client in the case the upstream wrote them, and the gateway's
 /// own in theirs: both when every upstream name is in the form Pingora writes by itself
 /// (the gateway then skips Pingora's case map) and when one is not (it keeps the map).

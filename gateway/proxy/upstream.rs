@@ -177,6 +177,11 @@ pub(super) fn rule_request(
     for (name, value) in &rule.headers {
         up.insert_header(name.clone(), value.clone())?;
     }
+    // Pages are rewritten as text: ask for them uncompressed (the original's fetch
+    // decompressed them, and sent them on uncompressed too).
+    if rule.rule.rewrites_html() {
+        up.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    }
     Ok(())
 }
 

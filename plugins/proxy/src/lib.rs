@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod html;
 mod patterns;
 pub mod resolve;
 pub mod rewrite;

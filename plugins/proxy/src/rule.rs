@@ -65,6 +65,10 @@ pub struct Rule {
     pub rate_limit: Option<RateLimitSpec>,
     /// The request body limit in bytes, when the rule sets one (else the gateway's 10 MiB).
     pub max_body_size: Option<u64>,
+    /// The original's HTML rewriting of proxied pages (`html.rs`): a `<base href>`, and
+    /// absolute paths made relative.
+    pub base: Option<String>,
+    pub relative_paths: bool,
     /// `timeouts`, `rateLimit` and `maxBodySize` as given, echoed back as written (`60s`
     /// stays `60s`).
     timeouts_given: Map<String, Json>,
@@ -92,6 +96,8 @@ impl Rule {
             timeouts: Timeouts::default(),
             rate_limit: None,
             max_body_size: None,
+            base: None,
+            relative_paths: false,
             timeouts_given: Map::new(),
             rate_limit_given: None,
             max_body_size_given: None,
@@ -150,6 +156,16 @@ impl Rule {
                         given
                     });
                 }
+                "base" => {
+                    self.base = match v {
+                        Json::Null => None,
+                        _ => Some(string(k, v)?).filter(|b| !b.is_empty()),
+                    };
+                    if strict && let Some(b) = &self.base {
+                        base_path(b)?;
+                    }
+                }
+                "relativePaths" => self.relative_paths = boolean(k, v)?,
                 "maxBodySize" => {
                     self.max_body_size = max_body_size(v)?;
                     self.max_body_size_given = self.max_body_size.map(|_| v.clone());
@@ -193,7 +209,18 @@ impl Rule {
         if let Some(size) = &self.max_body_size_given {
             v["maxBodySize"] = size.clone();
         }
+        if let Some(base) = &self.base {
+            v["base"] = json!(base);
+        }
+        if self.relative_paths {
+            v["relativePaths"] = json!(true);
+        }
         v
+    }
+
+    /// Whether the rule rewrites the HTML pages it proxies.
+    pub fn rewrites_html(&self) -> bool {
+        self.base.is_some() || self.relative_paths
     }
 
     /// Every timeout, as given or the default.
@@ -278,6 +305,17 @@ fn duration(what: &str, v: &Json) -> Result<Duration, String> {
         _ => return Err(format!("{what} must be a duration like 5s")),
     };
     parse_duration(&text).map_err(|e| format!("{what} {text:?}: {e}"))
+}
+
+/// A `base` as the API takes it: a path, which goes into an HTML attribute.
+fn base_path(base: &str) -> Result<(), String> {
+    if !base.starts_with('/') || base.contains(['"', '<', '>', '\'', ' ']) {
+        return Err(format!(
+            "Invalid base: must be a path such as /cpanel, without quotes, spaces or angle \
+             brackets (got {base:?})"
+        ));
+    }
+    Ok(())
 }
 
 /// A size in bytes (`20971520`) or with a unit (`20mb`); `null` for the gateway's limit.
