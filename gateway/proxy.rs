@@ -52,20 +52,6 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// static worker's, `INJECT_MAX`); larger ones go on as they are.
 const HTML_REWRITE_MAX: usize = 8 << 20;
 
-/// A response whose body is an HTML page as sent (not compressed), as a rule's HTML
-/// rewriting needs it; nor an interim, empty or unchanged answer.
-fn html_page(resp: &ResponseHeader) -> bool {
-    let header = |name| {
-        resp.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase)
-    };
-    !resp.status.is_informational()
-        && !matches!(resp.status.as_u16(), 204 | 304)
-        && header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("text/html"))
-        && header(http::header::CONTENT_ENCODING).is_none_or(|e| e == "identity")
-}
 /// The status logged for a request whose client left before any answer (nginx's 499).
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// An incoming `x-request-id` longer than this is replaced, not echoed.
@@ -581,6 +567,21 @@ impl ProxyHttp for Gateway {
 }
 
 // === helpers ===
+
+/// A response whose body is an HTML page as sent (not compressed), as a rule's HTML
+/// rewriting needs it; nor an interim, empty or unchanged answer.
+fn html_page(resp: &ResponseHeader) -> bool {
+    let header = |name| {
+        resp.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    !resp.status.is_informational()
+        && !matches!(resp.status.as_u16(), 204 | 304)
+        && header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("text/html"))
+        && header(http::header::CONTENT_ENCODING).is_none_or(|e| e == "identity")
+}
 
 fn is_websocket(req: &RequestHeader) -> bool {
     req.headers
