@@ -778,6 +778,9 @@ fn warn_if_exposed(app: &App, w: &Worker) {
     let Address::Tcp(addr) = &w.address else {
         return;
     };
+    if app.exposed_said.load(Ordering::Relaxed) {
+        return;
+    }
     let open = crate::exposure::open_listeners(addr.port());
     if open.is_empty() || app.exposed_said.swap(true, Ordering::Relaxed) {
         return;
