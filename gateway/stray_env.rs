@@ -26,7 +26,7 @@ const ORIGINAL_ONLY: &[(&str, &str)] = &[
     ),
     (
         "RUNTIME_WORKER_RESOLVER_CACHE_TTL_MS",
-        "the original Buntime's folder lookup cache; no effect here",
+        "the original Buntime's folder lookup cache",
     ),
     (
         "RUNTIME_STATE_DIR",
@@ -38,7 +38,7 @@ const ORIGINAL_ONLY: &[(&str, &str)] = &[
     ),
     (
         "RUNTIME_API_URL",
-        "the original Buntime set it for its workers; no effect on the gateway",
+        "the original Buntime set it for its workers",
     ),
     (
         "DEPLOYMENTS_EXCLUDES",
