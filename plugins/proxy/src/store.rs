@@ -36,9 +36,15 @@ fn marker_key() -> Key {
 #[derive(Default)]
 struct State {
     rules: Dynamic,
+    /// Stored rules that do not load (a pattern the original's JavaScript took, such as a
+    /// look-ahead): their stored value and why. Not routed, but their ids stay taken, and
+    /// a PUT that fixes one or a DELETE reaches it.
+    unloadable: Unloadable,
     marker: Option<String>,
     loaded: bool,
 }
+
+type Unloadable = BTreeMap<String, (Json, String)>;
 
 /// The dynamic rules by id.
 type Dynamic = BTreeMap<String, Stored>;
@@ -150,6 +156,7 @@ impl RuleStore {
     async fn reload(&self, st: &mut State) -> Result<(), KvError> {
         let marker = self.kv.get(&marker_key()).await?.map(|e| e.versionstamp);
         let mut loaded = BTreeMap::new();
+        let mut unloadable = BTreeMap::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = self
@@ -179,7 +186,13 @@ impl RuleStore {
                         let (rule, stamp) = (Arc::new(c), e.versionstamp.clone());
                         loaded.insert(id.clone(), Stored { rule, stamp });
                     }
-                    Err(why) => log::warn!("proxy: skipping stored rule {id}: {why}"),
+                    Err(why) => {
+                        log::warn!(
+                            "proxy: skipping stored rule {id}: {why}; PUT a fixed rule to its \
+                             id, or DELETE it"
+                        );
+                        unloadable.insert(id.clone(), (e.value.clone(), why));
+                    }
                 }
             }
             if !page.has_more {
@@ -189,6 +202,7 @@ impl RuleStore {
         }
         self.resolver.resolve_pending().await;
         st.rules = loaded;
+        st.unloadable = unloadable;
         st.marker = marker;
         st.loaded = true;
         self.publish_state(st).await;
@@ -240,14 +254,14 @@ impl RuleStore {
     /// instance wrote in between, reloads and plans again.
     async fn write<T>(
         &self,
-        mut plan: impl FnMut(&Dynamic, &Statics) -> Result<Plan<T>, ApiError>,
+        mut plan: impl FnMut(&Dynamic, &Unloadable, &Statics) -> Result<Plan<T>, ApiError>,
     ) -> Result<T, ApiError> {
         let mut st = self.state.lock().await;
         if !st.loaded {
             self.reload(&mut st).await?;
         }
         for _ in 0..WRITE_ATTEMPTS {
-            let p = plan(&st.rules, &self.static_rules.load())?;
+            let p = plan(&st.rules, &st.unloadable, &self.static_rules.load())?;
             let mut checks = p.checks;
             checks.push(Check {
                 key: marker_key(),
@@ -263,6 +277,7 @@ impl RuleStore {
                 Some(vs) => {
                     self.resolver.resolve_pending().await;
                     for (id, edit) in p.edits {
+                        st.unloadable.remove(&id);
                         match edit {
                             Some(rule) => {
                                 let stamp = vs.clone();
@@ -292,10 +307,16 @@ impl RuleStore {
             Some(_) => return Err(ApiError::bad_request("Invalid rule id")),
         };
         let fresh = uuid::Uuid::new_v4().to_string();
-        self.write(|current, statics| {
+        self.write(|current, unloadable, statics| {
             let id = requested.clone().unwrap_or_else(|| fresh.clone());
             if current.contains_key(&id) || statics.has(&id) {
                 return Err(ApiError::conflict("Rule id already exists"));
+            }
+            if let Some((_, why)) = unloadable.get(&id) {
+                return Err(ApiError::conflict(format!(
+                    "Rule id already exists: a stored rule that does not load ({why}); PUT \
+                     a fixed rule to it, or DELETE it"
+                )));
             }
             if static_shaped(&id) {
                 return Err(ApiError::bad_request(
@@ -337,13 +358,23 @@ impl RuleStore {
         {
             return Err(ApiError::bad_request("Rule id cannot be changed"));
         }
-        self.change(id, "Cannot modify static rules", |old| {
-            let rule = old
-                .rule
-                .clone()
+        let fix = |rule: Rule| {
+            let rule = rule
                 .with_fields(body, true)
                 .map_err(ApiError::bad_request)?;
             CompiledRule::compile(rule, &self.resolver).map_err(ApiError::bad_request)
+        };
+        self.write(|current, unloadable, statics| {
+            // A stored rule that does not load is rewritten from its stored fields.
+            let compiled = match unloadable.get(id) {
+                Some((value, _)) if !current.contains_key(id) => {
+                    fix(stored_rule(id, value).map_err(ApiError::bad_request)?)?
+                }
+                _ => fix(lookup(id, current, statics, "Cannot modify static rules")?
+                    .rule
+                    .clone())?,
+            };
+            Ok(replace(compiled))
         })
         .await
     }
@@ -362,23 +393,18 @@ impl RuleStore {
         static_error: &str,
         edit: impl Fn(&CompiledRule) -> Result<CompiledRule, ApiError>,
     ) -> Result<Rule, ApiError> {
-        self.write(|current, statics| {
+        self.write(|current, _, statics| {
             let old = lookup(id, current, statics, static_error)?;
-            let compiled = Arc::new(edit(old)?);
-            let rule = compiled.rule.clone();
-            Ok(Plan {
-                checks: Vec::new(),
-                mutations: vec![set_rule(&rule)],
-                edits: vec![(id.to_string(), Some(compiled))],
-                output: rule,
-            })
+            Ok(replace(edit(old)?))
         })
         .await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
-        self.write(|current, statics| {
-            lookup(id, current, statics, "Cannot delete static rules")?;
+        self.write(|current, unloadable, statics| {
+            if !unloadable.contains_key(id) {
+                lookup(id, current, statics, "Cannot delete static rules")?;
+            }
             Ok(Plan {
                 checks: Vec::new(),
                 mutations: vec![Mutation::Delete { key: rule_key(id) }],
@@ -390,7 +416,7 @@ impl RuleStore {
     }
 
     pub async fn reorder(&self, ids: &[String]) -> Result<Vec<Rule>, ApiError> {
-        self.write(|current, statics| {
+        self.write(|current, _, statics| {
             for id in ids {
                 lookup(id, current, statics, "Cannot modify static rules")?;
             }
@@ -422,6 +448,17 @@ impl RuleStore {
             })
         })
         .await
+    }
+}
+
+/// The plan that stores `compiled` under its id, replacing what was there.
+fn replace(compiled: CompiledRule) -> Plan<Rule> {
+    let rule = compiled.rule.clone();
+    Plan {
+        checks: Vec::new(),
+        mutations: vec![set_rule(&rule)],
+        edits: vec![(rule.id.clone(), Some(Arc::new(compiled)))],
+        output: rule,
     }
 }
 
