@@ -118,7 +118,11 @@ fn forwards_to_the_app_without_its_segment() {
         // Expansion sees the manifest's env, never the gateway's secrets.
         "# comment\nFROM_DOTENV=\"dotenv\n$APP_GREETING$RUNTIME_MASTER_KEY\" # a comment\n",
     );
-    let gw = Gateway::start(apps.options().env("RUNTIME_MASTER_KEY", "master-secret"));
+    let gw = Gateway::start(
+        apps.options()
+            .env("RUNTIME_MASTER_KEY", "master-secret")
+            .env("NODE_ENV", "production"),
+    );
     let admin = [("authorization", "Bearer master-secret")];
 
     let r = gw.get_with(
@@ -147,6 +151,10 @@ fn forwards_to_the_app_without_its_segment() {
     assert_eq!(env["FROM_DOTENV"], "dotenv\nfrom-manifest");
     assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
     assert_eq!(env["HOST"], "127.0.0.1", "what a server reading HOST binds");
+    assert_eq!(
+        env["NODE_ENV"], "production",
+        "passed on, as the original did"
+    );
     assert!(env.get("PATH").is_some());
     assert!(env.get("RUNTIME_MASTER_KEY").is_none(), "{env}");
     let names = body["envNames"].as_array().unwrap();

@@ -8,8 +8,10 @@ use std::time::Duration;
 use buntime_plugin_sdk::{Problems, RateLimitSpec, RouteGlobs, Settings};
 use serde_yaml::{Mapping, Value};
 
-/// The only variables of the gateway's own environment a worker inherits.
-pub const INHERITED: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+/// The only variables of the gateway's own environment a worker inherits. `NODE_ENV` as
+/// the original passed it: outside `production`, Express's and Bun's error pages show
+/// stack traces to clients.
+pub const INHERITED: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "NODE_ENV"];
 const MAX_BODY_LIMIT: u64 = 100 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
