@@ -494,6 +494,30 @@ fn check_lists_every_bad_value_by_name() {
     assert!(out.contains("plugins.nope: unknown plugin"), "{out}");
 }
 
+/// A plugin manifest written for the original names its dependencies by package
+/// (`@buntime/plugin-database`): they are the plugins of those names here. They were "not
+/// installed", so keyval and proxy (which needs keyval) were left out.
+#[test]
+fn plugin_dependencies_may_use_the_originals_package_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |name: &str, text: &str| {
+        common::write(&dir.path().join(name).join("manifest.yaml"), text);
+    };
+    manifest(
+        "keyval",
+        "name: \"@buntime/plugin-keyval\"\nbase: /keyval\ndependencies:\n  - \"@buntime/plugin-database\"\n",
+    );
+    manifest(
+        "proxy",
+        "name: \"@buntime/plugin-proxy\"\nbase: /redirects\ndependencies: [\"@buntime/plugin-keyval\"]\noptionalDependencies: [\"@buntime/plugin-authn\"]\n",
+    );
+    let plugins = dir.path().to_str().unwrap();
+    let (ok, out) = check(None, &[("RUNTIME_PLUGIN_DIRS", plugins)]);
+    assert!(ok, "{out}");
+    assert!(out.contains("5 plugin(s) enabled"), "{out}");
+    assert!(!out.contains("not loaded"), "{out}");
+}
+
 /// A misspelt variable in the gateway's namespaces is named, with the setting it likely
 /// meant, by `check` and at the start of `serve`; so are the original Buntime's variables
 /// that do nothing here and a numbered list with a gap. Kubernetes service links (a

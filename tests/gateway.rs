@@ -595,6 +595,12 @@ fn bad_gateway_config_is_named() {
         out.contains("plugins.gateway.cors.orign: unknown key"),
         "{out}"
     );
+    // The original's own gateway manifest carries `cors.preflight: true`.
+    let (ok, out) = common::check(
+        Some("plugins:\n  gateway:\n    cors: {origin: '*', preflight: true}\n"),
+        &[],
+    );
+    assert!(ok, "{out}");
 }
 
 #[test]

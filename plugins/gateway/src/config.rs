@@ -62,6 +62,9 @@ pub const CORS_KEYS: &[&str] = &[
     "exposedHeaders",
     "credentials",
     "maxAge",
+    // The original's gateway manifest ships `preflight: true`; it answered preflights
+    // whatever the value, as this does. Accepted so that its manifest loads; not read.
+    "preflight",
 ];
 pub const LIMIT_KEYS: &[&str] = &["enabled", "requests", "window", "keyBy", "excludePaths"];
 /// Paths the limiter skips unless `excludePaths` is given: a `rateLimit` block that only

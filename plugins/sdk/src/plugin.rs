@@ -56,10 +56,23 @@ impl Manifest {
             name: name.to_string(),
             base,
             enabled: s.bool("enabled", problems).unwrap_or(true),
-            dependencies: s.list("dependencies", problems).unwrap_or_default(),
-            optional_dependencies: s.list("optionalDependencies", problems).unwrap_or_default(),
+            dependencies: plugin_names(s.list("dependencies", problems)),
+            optional_dependencies: plugin_names(s.list("optionalDependencies", problems)),
         }
     }
+}
+
+/// Dependencies as named here. The original's manifests name plugins by package
+/// (`@buntime/plugin-keyval`), which left a plugin whose manifest came from it "not
+/// installed"; this gateway names them by plugin (`keyval`).
+fn plugin_names(list: Option<Vec<String>>) -> Vec<String> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|dep| match dep.strip_prefix("@buntime/plugin-") {
+            Some(name) => name.to_string(),
+            None => dep,
+        })
+        .collect()
 }
 
 /// `redirects/` -> `/redirects`.
