@@ -74,7 +74,13 @@ pub struct PluginConfig {
     pub spec: PluginSpec,
     pub manifest: Manifest,
     pub settings: Settings,
+    /// Top-level keys of its plugin-dir manifest that nothing here reads, and that
+    /// manifest's path: named at start and by `check`.
+    pub unread: Option<(String, Vec<String>)>,
 }
+
+/// Keys of the original's plugin manifests that only its UI and loader read.
+const ORIGINAL_UI_KEYS: [&str; 5] = ["menus", "config", "entrypoint", "pluginEntry", "injectBase"];
 
 /// A plugin folder found in a plugin dir (`GET /api/plugins`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -399,8 +405,19 @@ fn plugin_settings(
                 panic!("compiled-in manifest of {} is invalid: {e}", spec.name)
             });
             let mut settings = Settings::new(scope.clone(), compiled);
+            let mut unread = None;
             if let Some(dir_manifest) = installed.iter().find(|i| i.name == spec.name) {
-                overlay_dir_manifest(&mut settings, Path::new(&dir_manifest.path), problems);
+                let keys =
+                    overlay_dir_manifest(&mut settings, Path::new(&dir_manifest.path), problems);
+                let known = |k: &String| {
+                    COMMON_KEYS.contains(&k.as_str())
+                        || spec.keys.contains(&k.as_str())
+                        || ORIGINAL_UI_KEYS.contains(&k.as_str())
+                };
+                let keys: Vec<String> = keys.into_iter().filter(|k| !known(k)).collect();
+                if !keys.is_empty() {
+                    unread = Some((dir_manifest.path.clone(), keys));
+                }
             }
             match file_plugins.get(spec.name) {
                 None | Some(Value::Null) => {}
@@ -428,6 +445,7 @@ fn plugin_settings(
                 spec: *spec,
                 manifest,
                 settings,
+                unread,
             }
         })
         .collect()
@@ -451,18 +469,30 @@ fn apply_numbered_env(settings: &mut Settings, src: &Sources<'_>, prefix: &str, 
     settings.set_from_env(path, &format!("{prefix}N"), all.join(","));
 }
 
-fn overlay_dir_manifest(settings: &mut Settings, dir: &Path, problems: &mut Problems) {
+/// Lays a plugin-dir manifest over `settings`; returns its top-level keys.
+fn overlay_dir_manifest(
+    settings: &mut Settings,
+    dir: &Path,
+    problems: &mut Problems,
+) -> Vec<String> {
     let Some(path) = manifest_file(dir) else {
-        return;
+        return Vec::new();
     };
     let name = path.display().to_string();
     match std::fs::read_to_string(&path).map(|t| serde_yaml::from_str::<Value>(&t)) {
-        Ok(Ok(Value::Mapping(m))) => settings.overlay(&m),
+        Ok(Ok(Value::Mapping(m))) => {
+            settings.overlay(&m);
+            return m
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+        }
         Ok(Ok(Value::Null)) => {}
         Ok(Ok(_)) => problems.push(name, "", "a plugin manifest must be a YAML mapping"),
         Ok(Err(e)) => problems.push(name, "", format!("invalid YAML: {e}")),
         Err(e) => problems.push(name, "", format!("cannot read: {e}")),
     }
+    Vec::new()
 }
 
 /// The plugin base as routed: the manifest's, normalised.

@@ -187,7 +187,8 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, app folders no
+/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, plugin-dir
+/// manifest keys nothing reads, app folders no
 /// request can reach, static apps that start a process per request, invalid manifests and
 /// unread manifest keys.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
@@ -207,8 +208,29 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
         });
     not_loaded
         .chain(auth)
+        .chain(unread_plugin_keys(config))
         .chain(app_warnings(config, order))
         .collect()
+}
+
+/// Keys of plugin-dir manifests that nothing here reads: the original's settings of
+/// features this gateway does not have (its database `adapters`, its keyval `queue`), or
+/// typos. Not errors (SPEC 10 lets those manifests carry the original's keys), but said.
+fn unread_plugin_keys(config: &Config) -> impl Iterator<Item = String> + '_ {
+    config.plugins.iter().filter_map(|p| {
+        let (path, keys) = p.unread.as_ref()?;
+        let hint = match p.spec.name {
+            "database" if keys.iter().any(|k| k == "adapters") => {
+                "; the database is set by url (DATABASE_LIBSQL_URL), else a local file"
+            }
+            _ => "",
+        };
+        Some(format!(
+            "plugin {} ({path}): manifest key(s) {} are not read by this gateway{hint}",
+            p.spec.name,
+            keys.join(", ")
+        ))
+    })
 }
 
 /// What to say of the app folders: those whose plain paths the runtime API or a plugin

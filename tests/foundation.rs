@@ -496,7 +496,8 @@ fn check_lists_every_bad_value_by_name() {
 
 /// A plugin manifest written for the original names its dependencies by package
 /// (`@buntime/plugin-database`): they are the plugins of those names here. They were "not
-/// installed", so keyval and proxy (which needs keyval) were left out.
+/// installed", so keyval and proxy (which needs keyval) were left out. Its settings of
+/// features this gateway does not have are named.
 #[test]
 fn plugin_dependencies_may_use_the_originals_package_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -511,11 +512,30 @@ fn plugin_dependencies_may_use_the_originals_package_names() {
         "proxy",
         "name: \"@buntime/plugin-proxy\"\nbase: /redirects\ndependencies: [\"@buntime/plugin-keyval\"]\noptionalDependencies: [\"@buntime/plugin-authn\"]\n",
     );
+    // Its database manifest configures what this gateway does not have: said, not refused
+    // (its UI's keys are not worth a word).
+    manifest(
+        "database",
+        "name: \"@buntime/plugin-database\"\nmenus: []\npluginEntry: dist/plugin.js\nadapters:\n  - type: sqlite\ntenancy: {enabled: false}\n",
+    );
     let plugins = dir.path().to_str().unwrap();
     let (ok, out) = check(None, &[("RUNTIME_PLUGIN_DIRS", plugins)]);
     assert!(ok, "{out}");
     assert!(out.contains("5 plugin(s) enabled"), "{out}");
     assert!(!out.contains("not loaded"), "{out}");
+    let unread: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("not read by this"))
+        .collect();
+    assert_eq!(
+        unread,
+        [format!(
+            "warning: plugin database ({plugins}/database): manifest key(s) adapters, tenancy \
+             are not read by this gateway; the database is set by url (DATABASE_LIBSQL_URL), \
+             else a local file"
+        )],
+        "{out}"
+    );
 }
 
 /// A misspelt variable in the gateway's namespaces is named, with the setting it likely
