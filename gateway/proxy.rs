@@ -568,8 +568,9 @@ impl ProxyHttp for Gateway {
 
 // === helpers ===
 
-/// A response whose body is an HTML page as sent (not compressed), as a rule's HTML
-/// rewriting needs it; nor an interim, empty or unchanged answer.
+/// A response whose body is a whole HTML page as sent (not compressed), as a rule's HTML
+/// rewriting needs it; not an interim, empty, unchanged or partial (`206`, whose
+/// `Content-Range` counts the upstream's bytes) answer.
 fn html_page(resp: &ResponseHeader) -> bool {
     let header = |name| {
         resp.headers
@@ -578,7 +579,7 @@ fn html_page(resp: &ResponseHeader) -> bool {
             .map(str::to_ascii_lowercase)
     };
     !resp.status.is_informational()
-        && !matches!(resp.status.as_u16(), 204 | 304)
+        && !matches!(resp.status.as_u16(), 204 | 206 | 304)
         && header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("text/html"))
         && header(http::header::CONTENT_ENCODING).is_none_or(|e| e == "identity")
 }

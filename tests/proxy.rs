@@ -738,8 +738,17 @@ fn a_rule_rewrites_its_html_pages_as_the_original_did() {
                 Some("/app.js") => ("text/javascript", "load('/x')"),
                 _ => ("text/html; charset=utf-8", PAGE),
             };
+            // A range asked for gets those bytes, as a 206 that counts them.
+            let (status, range, body) = match head.contains("range: bytes=0-11") {
+                true => (
+                    "206 Partial Content",
+                    format!("Content-Range: bytes 0-11/{}\r\n", body.len()),
+                    &body[..12],
+                ),
+                false => ("200 OK", String::new(), body),
+            };
             let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n{range}Content-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             if conn.write_all(answer.as_bytes()).is_err() {
@@ -765,6 +774,13 @@ fn a_rule_rewrites_its_html_pages_as_the_original_did() {
     assert_eq!(r.text(), "load('/x')", "not a page: unchanged");
     let r = gw.send("HEAD", "/cpanel/", &[], None);
     assert_eq!(r.status, 200);
+    // A part of a page is sent as it is: its Content-Range counts the upstream's bytes.
+    let r = gw.get_with("/cpanel/", &[("range", "bytes=0-11")]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (206, "<html><head>"),
+        "{r:?}"
+    );
     // HTTP/1.0 has no chunks: the page ends with the connection.
     let out = common::raw(
         gw.port,
