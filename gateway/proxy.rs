@@ -394,14 +394,15 @@ impl ProxyHttp for Gateway {
         {
             return Ok(());
         }
-        if ctx.rule.as_ref().is_some_and(|r| r.rule.rewrites_html())
-            && session.req_header().method != http::Method::HEAD
-            && html_page(upstream_response)
+        if ctx.rule.as_ref().is_some_and(|r| r.rule.rewrites_html()) && html_page(upstream_response)
         {
-            // Its length changes: chunked (or, to HTTP/1.0, ended by the close below).
+            // Its length changes (so a HEAD's would be wrong too): chunked, or to
+            // HTTP/1.0 ended by the close below.
             upstream_response.remove_header(&http::header::CONTENT_LENGTH);
-            upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-            ctx.html = Some(Vec::new());
+            if session.req_header().method != http::Method::HEAD {
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                ctx.html = Some(Vec::new());
+            }
         }
         // HTTP/1.0 has no chunked coding (RFC 9112 6.1), yet Pingora chunks every body
         // without a length: a 1.0 client (ApacheBench, many health checkers) got the
