@@ -5,6 +5,8 @@
 //! before `</head>`, holding the app's variables whose names start with one of its
 //! `envPrefix` entries (default `PUBLIC_`, `VITE_`): run-time settings for a built page.
 
+use buntime_plugin_sdk::html;
+
 use crate::manifest::AppManifest;
 
 pub struct Inject {
@@ -40,13 +42,7 @@ impl Inject {
 
     /// The `<base>` tag for a request whose `x-base` is `base`, if one is added.
     fn base_tag(&self, base: Option<&str>) -> Option<String> {
-        let base = base.filter(|_| self.base)?;
-        let href = if base == "/" {
-            "/".to_string()
-        } else {
-            format!("{}/", base.trim_end_matches('/'))
-        };
-        Some(format!("<base href=\"{}\" />", escape_attr(&href)))
+        base.filter(|_| self.base).map(html::base_tag)
     }
 
     /// A tag that changes when what is added changes: the page's entity tag must differ
@@ -62,14 +58,14 @@ impl Inject {
         let mut out = Vec::with_capacity(html.len() + 64 + self.env_script.len());
         let mut rest = html;
         if let Some(tag) = self.base_tag(base)
-            && let Some(at) = head_open_end(rest)
+            && let Some(at) = html::head_open_end(rest)
         {
             out.extend_from_slice(&rest[..at]);
             out.extend_from_slice(tag.as_bytes());
             rest = &rest[at..];
         }
         if !self.env_script.is_empty()
-            && let Some(at) = find_ignore_case(rest, b"</head")
+            && let Some(at) = html::find_ignore_case(rest, b"</head")
         {
             out.extend_from_slice(&rest[..at]);
             out.extend_from_slice(self.env_script.as_bytes());
@@ -78,45 +74,6 @@ impl Inject {
         out.extend_from_slice(rest);
         out
     }
-}
-
-/// Just after the first `<head>` (or `<head lang=...>`), in any case.
-fn head_open_end(html: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = find_ignore_case(&html[from..], b"<head") {
-        let after = from + i + b"<head".len();
-        match html.get(after) {
-            // `<header>` is not the head.
-            Some(b'>') => return Some(after + 1),
-            Some(c) if c.is_ascii_whitespace() => {
-                let close = html[after..].iter().position(|&c| c == b'>')?;
-                return Some(after + close + 1);
-            }
-            _ => from = after,
-        }
-    }
-    None
-}
-
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
-}
-
-fn escape_attr(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// FNV-1a, 64 bits: stable across builds, unlike std's hasher, so a page's entity tag

@@ -1,7 +1,8 @@
 //! A rule's `base` and `relativePaths`: the original Buntime's rewriting of the HTML pages
 //! a rule proxies, so that a single-page app served by an upstream at its root works under
 //! a prefix (`/cpanel/...` -> `http://cpanel:3000/...`). The original did it with string
-//! and regex replacements over the whole page; these do the same, byte for byte.
+//! and regex replacements over the whole page; the paths are replaced as it did, and the
+//! base goes in as a static app's does (after a `<head>` with attributes too).
 
 use std::sync::LazyLock;
 
@@ -13,29 +14,18 @@ static ATTRIBUTE: LazyLock<Regex> =
 /// `'/x'` in inline scripts (not `'//host'`), made `'./x'` too.
 static QUOTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'/([^/]|$)").expect("valid regex"));
 
-/// The page with absolute paths made relative (`relative`), then `<base href>` after its
-/// first `<head>` (`base`, given a trailing slash), as the original wrote them.
+/// The page with absolute paths made relative (`relative`), then a `<base href>` of
+/// `base` after its `<head>` (the static apps' `injectBase` insertion).
 pub fn rewrite(page: &[u8], base: Option<&str>, relative: bool) -> Vec<u8> {
     let mut out = page.to_vec();
     if relative {
         out = ATTRIBUTE.replace_all(&out, &b"$1=\"./$2"[..]).into_owned();
         out = QUOTED.replace_all(&out, &b"'./$1"[..]).into_owned();
     }
-    if let Some(base) = base
-        && let Some(at) = find(&out, b"<head>")
-    {
-        let slash = if base.ends_with('/') { "" } else { "/" };
-        // The value is an admin's, but a quote in it would end the attribute.
-        let href = base.replace('"', "&quot;");
-        let tag = format!("<base href=\"{href}{slash}\" />");
-        let end = at + b"<head>".len();
-        out.splice(end..end, tag.into_bytes());
+    match base {
+        Some(base) => buntime_plugin_sdk::html::with_base(&out, base),
+        None => out,
     }
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -58,12 +48,16 @@ mod tests {
             page.replacen("<head>", "<head><base href=\"/cpanel/\" />", 1)
         );
         assert_eq!(text(page, None, false), page);
-        // Only the first plain `<head>`; a page without one gets no base.
+        // Only the first `<head>`, attributes or not; a page without one gets no base.
         assert_eq!(
             text("<head><head>", Some("/a"), false),
             "<head><base href=\"/a/\" /><head>"
         );
-        assert_eq!(text("<HEAD lang=x>", Some("/a"), false), "<HEAD lang=x>");
+        assert_eq!(
+            text("<HEAD lang=x>", Some("/a"), false),
+            "<HEAD lang=x><base href=\"/a/\" />"
+        );
+        assert_eq!(text("<body>", Some("/a"), false), "<body>");
         assert_eq!(text(r#"src="/""#, None, true), r#"src="./""#);
         assert_eq!(
             text("<head>", Some(r#"/a"b"#), false),

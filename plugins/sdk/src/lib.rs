@@ -6,6 +6,7 @@
 pub mod api;
 pub mod duration;
 pub mod glob;
+pub mod html;
 pub mod net;
 pub mod openapi;
 pub mod path;
