@@ -327,7 +327,6 @@ pub fn number_json(n: f64) -> Json {
     }
 }
 
-/// `42`, `-7` as numbers (safe integers only); anything else stays a string.
 /// A URL segment the original reads as a number: `-?\d+` within JavaScript's safe
 /// integers (2^53 - 1, 16 digits: microsecond timestamps are numbers there), `-0` as
 /// negative zero, which encodes apart from `0`. Others stay strings.

@@ -38,7 +38,8 @@ struct State {
     rules: Dynamic,
     /// Stored rules that do not load (a pattern the original's JavaScript took, such as a
     /// look-ahead): their stored value and why. Not routed, but their ids stay taken, and
-    /// a PUT that fixes one or a DELETE reaches it.
+    /// a PUT that fixes one or a DELETE reaches it. Never an id of `rules` too: a reload
+    /// puts each id in one of them, and a write takes the id out of this one.
     unloadable: Unloadable,
     marker: Option<String>,
     loaded: bool,
@@ -367,9 +368,7 @@ impl RuleStore {
         self.write(|current, unloadable, statics| {
             // A stored rule that does not load is rewritten from its stored fields.
             let compiled = match unloadable.get(id) {
-                Some((value, _)) if !current.contains_key(id) => {
-                    fix(stored_rule(id, value).map_err(ApiError::bad_request)?)?
-                }
+                Some((value, _)) => fix(stored_rule(id, value).map_err(ApiError::bad_request)?)?,
                 _ => fix(lookup(id, current, statics, "Cannot modify static rules")?
                     .rule
                     .clone())?,
