@@ -592,9 +592,10 @@ fn a_websocket_to_an_app_lives_while_idle() {
     let gw = Gateway::start(apps.options());
     let mut ws = common::ws_connect(gw.port, "/chat/ws");
     let ask_pid = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| {
-        ws.send(tungstenite::Message::text("pid")).unwrap();
-        let answer = ws.read().unwrap().into_text().unwrap();
-        answer.parse::<u64>().unwrap()
+        ws.send(tungstenite::Message::text("pid"))
+            .and_then(|()| ws.read())
+            .map(|answer| answer.into_text().unwrap().parse::<u64>().unwrap())
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.logs()))
     };
     let pid = ask_pid(&mut ws);
     std::thread::sleep(Duration::from_secs(62));
