@@ -331,6 +331,34 @@ fn local_file_lives_in_the_data_dir() {
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
+/// A local file that is not a database (a stray file, a copy cut short) stops the start,
+/// and the error names the file: "file is not a database" alone left the operator to
+/// guess which of the data dir's files, or the `DATABASE_LIBSQL_URL` one, was meant.
+#[test]
+fn a_damaged_database_file_is_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data/buntime.db");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PORT", common::free_port().to_string())
+        .env("RUNTIME_DATA_DIR", dir.path().join("data"))
+        .env("RUNTIME_PLUGIN_DIRS", dir.path())
+        .env("RUNTIME_WORKER_DIRS", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let named = format!("cannot open the database (local file {})", file.display());
+    assert!(
+        err.contains(&named) && err.contains("not a database"),
+        "{err}"
+    );
+}
+
 #[test]
 fn remote_database_down_at_start_then_up() {
     require_sqld!();

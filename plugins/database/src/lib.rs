@@ -80,10 +80,12 @@ impl Plugin for DatabasePlugin {
         // A local file that cannot be opened is a start-up error; a remote database that
         // does not answer yet is waited for in the background (readiness stays 503).
         if !self.db.is_remote() {
-            self.db
-                .open()
-                .await
-                .map_err(|e| PluginError(format!("cannot open the database: {e}")))?;
+            self.db.open().await.map_err(|e| {
+                PluginError(format!(
+                    "cannot open the database ({}): {e}",
+                    self.db.describe()
+                ))
+            })?;
         }
         log::info!("database: {}", self.db.describe());
         let db = self.db.clone();
