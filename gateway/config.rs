@@ -82,7 +82,11 @@ pub struct PluginConfig {
 /// Keys of the original's plugin manifests that only its UI and loader read.
 const ORIGINAL_UI_KEYS: [&str; 5] = ["menus", "config", "entrypoint", "pluginEntry", "injectBase"];
 
-/// A plugin folder found in a plugin dir (`GET /api/plugins`).
+/// The original Buntime's plugins that this gateway does not have.
+const ORIGINAL_ONLY_PLUGINS: [&str; 5] = ["authn", "authz", "deployments", "logs", "vhosts"];
+
+/// A plugin folder found in a plugin dir (`GET /api/plugins`): `name` is the plugin it
+/// configures, or its folder's name when it configures none.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstalledPlugin {
     pub name: String,
@@ -96,6 +100,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub plugins: Vec<PluginConfig>,
     pub installed: Vec<InstalledPlugin>,
+    /// Plugin folders whose manifest nothing reads, and why (warned, as unread keys are).
+    pub unread_plugin_folders: Vec<String>,
 }
 
 /// Where configuration comes from; tests and SIGHUP use the same entry point.
@@ -138,7 +144,8 @@ impl Config {
             "/data/.plugins:/data/plugins",
             &mut problems,
         );
-        let installed = scan_plugin_dirs(&plugin_dirs);
+        let core: Vec<&str> = src.specs.iter().map(|s| s.name).collect();
+        let (installed, unread_plugin_folders) = scan_plugin_dirs(&plugin_dirs, &core);
         let plugins = plugin_settings(src, &plugins_map, &installed, &mut problems);
         let trusted = plugins
             .iter()
@@ -151,6 +158,7 @@ impl Config {
             server,
             plugins,
             installed,
+            unread_plugin_folders,
         };
         (config, problems)
     }
@@ -346,30 +354,100 @@ fn trusted_proxies(s: &Settings, problems: &mut Problems) -> TrustedProxies {
     })
 }
 
-/// Every `<dir>/<name>/manifest.yaml` (or `.yml`), first occurrence of a name winning.
-fn scan_plugin_dirs(dirs: &[PathBuf]) -> Vec<InstalledPlugin> {
+/// Every plugin folder in the plugin dirs and the plugin it configures (SPEC 10:
+/// `<dir>/<name>/manifest.yaml` or `.yml`, the first folder of a plugin winning), with a
+/// warning for each folder whose manifest nothing reads. The original Buntime's image kept
+/// its plugins in `plugin-<name>/` folders, and installed packages in `@scope/<package>/`,
+/// each manifest naming its plugin `@buntime/plugin-<name>`: mounted here as they were,
+/// those folders were passed over in silence, and with them the rate limit, CORS origins
+/// or shell dir they set. Such a folder configures the plugin it names.
+fn scan_plugin_dirs(dirs: &[PathBuf], core: &[&str]) -> (Vec<InstalledPlugin>, Vec<String>) {
     let mut found: Vec<InstalledPlugin> = Vec::new();
+    let mut unread = Vec::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut names: Vec<(String, PathBuf)> = entries
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-            .filter(|(name, path)| !name.starts_with('.') && manifest_file(path).is_some())
-            .collect();
-        names.sort();
-        for (name, path) in names {
-            if !found.iter().any(|f| f.name == name) {
-                found.push(InstalledPlugin {
-                    name,
-                    path: path.display().to_string(),
-                });
+        for (folder, path) in plugin_folders(dir) {
+            let shown = path.display().to_string();
+            let Some(name) = plugin_of(&folder, &path, core) else {
+                unread.push(not_a_plugin(&folder, &path, core));
+                if !found.iter().any(|f| f.name == folder) {
+                    found.push(InstalledPlugin {
+                        name: folder,
+                        path: shown,
+                    });
+                }
+                continue;
+            };
+            match found.iter().find(|f| f.name == name) {
+                Some(first) => unread.push(format!(
+                    "plugin folder {shown} is not read: plugin {name} is configured by {} (the \
+                     first folder of a plugin wins)",
+                    first.path
+                )),
+                None => found.push(InstalledPlugin {
+                    name: name.to_string(),
+                    path: shown,
+                }),
             }
         }
     }
-    found
+    (found, unread)
+}
+
+/// The folders of `dir` holding a manifest, by name, and those of its `@scope` folders.
+fn plugin_folders(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter(|(name, _)| !name.starts_with('.'))
+        .flat_map(|(name, path)| {
+            if name.starts_with('@') && manifest_file(&path).is_none() {
+                plugin_folders(&path)
+            } else {
+                vec![(name, path)]
+            }
+        })
+        .filter(|(_, path)| manifest_file(path).is_some())
+        .collect();
+    folders.sort();
+    folders
+}
+
+/// The plugin a folder configures: its name (`gateway`), or the original's `plugin-gateway`,
+/// or else the `name` its manifest gives (`gateway`, `@buntime/plugin-gateway`).
+fn plugin_of<'a>(folder: &str, path: &Path, core: &[&'a str]) -> Option<&'a str> {
+    names_of(folder, path).find_map(|n| core.iter().find(|c| **c == n).copied())
+}
+
+/// Why a folder that configures no plugin of this gateway is not read.
+fn not_a_plugin(folder: &str, path: &Path, core: &[&str]) -> String {
+    let why = match names_of(folder, path).find(|n| ORIGINAL_ONLY_PLUGINS.contains(&n.as_str())) {
+        Some(name) => format!("the original Buntime's {name} plugin is not part of this gateway"),
+        None => format!("it names no plugin of this gateway ({})", core.join(", ")),
+    };
+    format!("plugin folder {} is not read: {why}", path.display())
+}
+
+/// The plugin names a folder may go by, as this gateway names plugins: its own name, then
+/// its manifest's `name`, each without the original's `@buntime/plugin-` or `plugin-`.
+fn names_of(folder: &str, path: &Path) -> impl Iterator<Item = String> {
+    let named = std::fs::read_to_string(manifest_file(path).unwrap_or_default())
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<Value>(&text).ok())
+        .and_then(|m| m.get("name")?.as_str().map(str::to_string));
+    [Some(folder.to_string()), named]
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let short = n
+                .strip_prefix("@buntime/plugin-")
+                .or_else(|| n.strip_prefix("plugin-"))
+                .unwrap_or(&n);
+            short.to_string()
+        })
 }
 
 fn manifest_file(dir: &Path) -> Option<PathBuf> {

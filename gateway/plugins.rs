@@ -187,8 +187,8 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, plugin-dir
-/// manifest keys nothing reads, app folders no
+/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, plugin folders
+/// and plugin-dir manifest keys nothing reads, app folders no
 /// request can reach, static apps that start a process per request, invalid manifests and
 /// unread manifest keys.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
@@ -208,6 +208,7 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
         });
     not_loaded
         .chain(auth)
+        .chain(config.unread_plugin_folders.iter().cloned())
         .chain(unread_plugin_keys(config))
         .chain(app_warnings(config, order))
         .collect()

@@ -538,6 +538,91 @@ fn plugin_dependencies_may_use_the_originals_package_names() {
     );
 }
 
+/// The original Buntime's image kept its plugins in `plugin-<name>/` folders (and installed
+/// packages in `@scope/<package>/`), each manifest naming its plugin
+/// `@buntime/plugin-<name>`. Mounted here as they were, those folders were passed over in
+/// silence, and the rate limit and static rules they set did nothing. They configure the
+/// plugins they name; a folder that configures no plugin here, or one configured already,
+/// is named in a warning by `check` and at start.
+#[test]
+fn the_originals_plugin_folders_configure_their_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let manifest = |folder: &str, text: &str| {
+        common::write(&plugins.join(folder).join("manifest.yaml"), text);
+    };
+    manifest(
+        "plugin-gateway",
+        "name: \"@buntime/plugin-gateway\"\nbase: /gateway\nrateLimit:\n  requests: 4\n  window: 1m\n",
+    );
+    manifest(
+        "@buntime/plugin-proxy",
+        "name: \"@buntime/plugin-proxy\"\nbase: /redirects\nrules:\n  - name: legacy\n    pattern: \"^/legacy(/.*)?$\"\n    target: http://127.0.0.1:9\n",
+    );
+    manifest(
+        "plugin-authn",
+        "name: \"@buntime/plugin-authn\"\nbase: /auth\n",
+    );
+    manifest("rates", "name: gateway\nrateLimit: {requests: 1000}\n");
+    let p = |folder: &str| plugins.join(folder).display().to_string();
+    let expected = [
+        format!(
+            "plugin folder {} is not read: the original Buntime's authn plugin is not part of \
+             this gateway",
+            p("plugin-authn")
+        ),
+        format!(
+            "plugin folder {} is not read: plugin gateway is configured by {} (the first \
+             folder of a plugin wins)",
+            p("rates"),
+            p("plugin-gateway")
+        ),
+    ];
+    let (ok, out) = check(None, &[("RUNTIME_PLUGIN_DIRS", &p(""))]);
+    assert!(ok, "{out}");
+    let warned: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: plugin folder"))
+        .collect();
+    assert_eq!(
+        warned,
+        expected.each_ref().map(|e| &e["plugin folder".len()..]),
+        "{out}"
+    );
+
+    let gw = Gateway::start(Options {
+        dir: Some(dir.path().to_path_buf()),
+        ..Options::default()
+    });
+    for warning in &expected {
+        assert!(gw.logs().contains(warning), "{}", gw.logs());
+    }
+    let mut installed: Vec<(String, String)> = gw
+        .get("/api/plugins")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].to_string(), i["path"].to_string()))
+        .collect();
+    installed.sort();
+    assert_eq!(
+        installed,
+        [
+            ("\"gateway\"", p("plugin-gateway")),
+            ("\"plugin-authn\"", p("plugin-authn")),
+            ("\"proxy\"", p("@buntime/plugin-proxy")),
+        ]
+        .map(|(n, path)| (n.to_string(), format!("{path:?}")))
+    );
+    let rules = gw.get("/redirects/api/rules").json();
+    assert_eq!(rules[0]["name"], "legacy", "{rules}");
+    assert_eq!(rules[0]["readonly"], true, "{rules}");
+    // Its rate limit of 4 counts the two admin calls above.
+    let statuses: Vec<u16> = (0..3).map(|_| gw.get("/nothing").status).collect();
+    assert_eq!(statuses, [404, 404, 429]);
+}
+
 /// A misspelt variable in the gateway's namespaces is named, with the setting it likely
 /// meant, by `check` and at the start of `serve`; so are the original Buntime's variables
 /// that do nothing here and a numbered list with a gap. Kubernetes service links (a
