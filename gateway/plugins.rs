@@ -239,8 +239,9 @@ fn unread_plugin_keys(config: &Config) -> impl Iterator<Item = String> + '_ {
 /// the gateway plugin's), static apps left at `ttl: 0`, which start a process for
 /// every request (SPEC 8.2's default; about 20 requests a second on this project's
 /// 2-core machine, where one kept worker serves thousands), static apps without their
-/// entry file, invalid manifests (the app answers 500, SPEC 8.2) and manifest keys the
-/// gateway does not read. Named at start, on SIGHUP and by `check`; the pool names an
+/// entry file, invalid manifests (the app answers 500, SPEC 8.2), manifest keys the
+/// gateway does not read, and folders the original served that lack a manifest here.
+/// Named at start, on SIGHUP and by `check`; the pool names an
 /// invalid manifest or unread keys again when it first reads them for a request, which
 /// covers a folder added later.
 fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
@@ -320,7 +321,15 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
         };
         manifest_warnings(&name, &path)
     });
-    shadowing.chain(manifests).collect()
+    let manifestless = discovery.manifestless().into_iter().map(|(name, path)| {
+        format!(
+            "folder {} is not an app: it has a package.json but no manifest.yaml (the \
+             original Buntime served it as /{name}/); add a manifest.yaml, with a command \
+             for a server",
+            path.display()
+        )
+    });
+    shadowing.chain(manifests).chain(manifestless).collect()
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and what

@@ -768,6 +768,46 @@ fn check_names_static_apps_that_start_a_process_per_request() {
     );
 }
 
+/// The original Buntime served `<dir>/<name>/` as the app `name` when it held a
+/// `package.json`, manifest or not; this gateway asks for a manifest (SPEC 8.1), so such a
+/// folder deployed unchanged was a 404 nothing explained. `check` and the start-up log name
+/// it; a folder with a manifest, one holding versions, and one with neither file are not
+/// named.
+#[test]
+fn folders_the_original_served_without_a_manifest_are_named() {
+    let apps = tempfile::tempdir().unwrap();
+    let file = |rel: &str, text: &str| common::write(&apps.path().join(rel), text);
+    file("shop/package.json", "{\"name\": \"shop\"}");
+    file(
+        "shop/index.ts",
+        "export default { fetch: () => new Response('hi') };",
+    );
+    file("kept/package.json", "{}");
+    file("kept/manifest.yaml", "ttl: 5m\n");
+    file("kept/index.html", "<p>hi</p>");
+    file("versioned/package.json", "{}");
+    file("versioned/1.0.0/manifest.yaml", "ttl: 5m\n");
+    file("versioned/1.0.0/index.html", "<p>hi</p>");
+    file("notes/readme.txt", "not an app");
+    let dirs = apps.path().display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
+    assert!(ok, "{out}");
+    let said = format!(
+        "folder {}/shop is not an app: it has a package.json but no manifest.yaml (the \
+         original Buntime served it as /shop/); add a manifest.yaml, with a command for a \
+         server",
+        apps.path().display()
+    );
+    let named: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: folder "))
+        .collect();
+    assert_eq!(named, [&said["folder ".len()..]], "{out}");
+    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
+    assert!(gw.stderr().contains(&said), "{}", gw.logs());
+    assert_eq!(gw.get("/shop/").status, 404);
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();

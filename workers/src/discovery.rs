@@ -107,6 +107,29 @@ impl Discovery {
         out
     }
 
+    /// Folders the original Buntime served as an app and this gateway does not (SPEC 8.1
+    /// asks for a manifest): `<dir>/<name>/` with a `package.json` but neither a manifest
+    /// nor version folders, under a name no app has. Named at start and by `check`, so a
+    /// migrated app is no silent 404.
+    pub fn manifestless(&self) -> Vec<(String, PathBuf)> {
+        let index = self.index.load();
+        let mut out: Vec<(String, PathBuf)> = self
+            .dirs
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+            .filter(|(name, path)| {
+                valid_name(name)
+                    && !name.starts_with('.')
+                    && !index.apps.contains_key(name)
+                    && path.join("package.json").is_file()
+                    && !has_manifest(path)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every app in every worker dir, for `GET /api/apps`.
     pub fn list(&self) -> Vec<Listed> {
         let index = self.index.load();
