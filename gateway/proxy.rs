@@ -93,6 +93,8 @@ pub struct Ctx {
     lease: Option<Lease>,
     /// A worker that refused the connection; the one retry avoids it.
     failed_worker: Option<String>,
+    /// A rule's upstream addresses that failed to connect; retries try the others.
+    failed_addrs: Vec<std::net::SocketAddr>,
     /// The answer when no worker could be had (503 App unavailable, 500 manifest).
     app_error: Option<ApiResponse>,
     /// The HTML page a rule's `base`/`relativePaths` rewrites, gathered until its end.
@@ -144,6 +146,7 @@ impl ProxyHttp for Gateway {
             app: None,
             lease: None,
             failed_worker: None,
+            failed_addrs: Vec::new(),
             app_error: None,
             html: None,
             _inflight: self.shared.lifecycle.enter(),
@@ -253,14 +256,25 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    /// A worker refused the connection: retry once, on another worker.
+    /// A worker refused the connection: retry once, on another worker. A rule's upstream
+    /// address did: retry on each of the name's other addresses (nothing was sent yet).
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(rule), Some(addr)) = (
+            &ctx.rule,
+            pingora::upstreams::peer::Peer::address(peer).as_inet(),
+        ) {
+            rule.upstream.failed(*addr);
+            ctx.failed_addrs.push(*addr);
+            if ctx.failed_addrs.len() < rule.upstream.count() {
+                e.set_retry(true);
+            }
+        }
         if let Some(lease) = ctx.lease.take() {
             lease.worker.count_error();
             if ctx.failed_worker.is_none() {

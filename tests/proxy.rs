@@ -1149,6 +1149,46 @@ fn upstream_failures_are_json() {
     );
 }
 
+/// `localhost` is both ::1 and 127.0.0.1 in containers and Kubernetes pods (their
+/// `/etc/hosts`), and a sidecar or upstream often listens on IPv4 only. The name's
+/// addresses were taken in turn, so the `::1` connection was refused and every other
+/// request answered 502. A refused address is retried on the name's next one (nothing was
+/// sent, so a POST too), and passed over for a while, so the refusal is logged once.
+#[test]
+fn a_name_with_an_address_that_refuses_fails_over() {
+    // The gateway gets a hosts file of its own, in a private mount namespace.
+    require_tool!(common::unshare(&["--mount"]), "unshare --mount (root)");
+    let up = Upstream::http();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "::1 dualhost\n127.0.0.1 dualhost localhost\n").unwrap();
+    let mount = format!(
+        "mount --bind {} /etc/hosts && exec \"$0\" \"$@\"",
+        hosts.display()
+    );
+    let gw = Gateway::start(Options {
+        wrapper: ["unshare", "--mount", "--", "sh", "-c", &mount]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    });
+    created(
+        &gw,
+        json!({"name": "dual", "pattern": "^/dual(/.*)?$", "rewrite": "$1",
+               "target": format!("http://dualhost:{}", up.port)}),
+    );
+    let statuses: Vec<u16> = (0..6).map(|_| gw.get("/dual/x").status).collect();
+    assert_eq!(statuses, [200; 6], "{}", gw.logs());
+    let posted = gw.send("POST", "/dual/form", &[], Some(b"a=1"));
+    assert_eq!(posted.status, 200, "{}", gw.logs());
+    assert_eq!(up.last().body, b"a=1");
+    assert_eq!(up.count(), 7);
+    let refused = format!("Fail to connect to [::1]:{}", up.port);
+    let times = gw.logs().matches(&refused).count();
+    // Once, or twice should the machine stall past the 10 s the address is passed over.
+    assert!((1..=2).contains(&times), "{times}:\n{}", gw.logs());
+}
+
 #[test]
 fn https_upstreams_and_secure() {
     let up = Upstream::https();

@@ -1830,16 +1830,10 @@ fn pid_running(argv: &[&str]) -> Option<u64> {
 fn as_pid_1_the_gateway_reaps_what_a_crashed_worker_left() {
     // A container's command runs as PID 1, which inherits every orphan: the process a
     // crashed worker left, once killed, must not stay a zombie.
-    let probe = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "\n*** SKIPPED {}: unshare --pid (root) ***\n",
-            module_path!()
-        );
-        return;
-    }
+    require_tool!(
+        common::unshare(&["--pid", "--fork", "--mount-proc"]),
+        "unshare --pid (root)"
+    );
     let apps = Apps::new(&[]);
     let marker = format!("300.{}", std::process::id());
     apps.manifest(

@@ -139,7 +139,7 @@ impl Gateway {
 /// `secure: false`, the rule's timeouts (an upgraded WebSocket is not cut by the read
 /// timeout).
 pub(super) fn rule_peer(rule: &CompiledRule, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-    let Some(addr) = rule.upstream.addr() else {
+    let Some(addr) = rule.upstream.addr(&ctx.failed_addrs) else {
         ctx.error_reason = Some("upstream host does not resolve");
         return Error::e_explain(ConnectNoRoute, "upstream host does not resolve");
     };

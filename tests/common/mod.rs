@@ -37,6 +37,17 @@ pub fn tool(var: &str, local: &str) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// `Some` when `unshare` with these flags runs here (most of them need root), for
+/// `require_tool!`.
+pub fn unshare(flags: &[&str]) -> Option<()> {
+    Command::new("unshare")
+        .args(flags)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(())
+}
+
 /// Returns early from a test when a tool it needs is missing, saying so loudly.
 #[macro_export]
 macro_rules! require_tool {
