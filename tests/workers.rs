@@ -531,6 +531,29 @@ fn a_worker_that_never_gets_healthy_is_503() {
     );
 }
 
+/// A server that binds `localhost` instead of the 127.0.0.1 it is given (Node's
+/// `server.listen(PORT, "localhost")`) listens on ::1 only where `localhost` is ::1 first,
+/// as in containers and pods: it never answers the gateway, and the log now says why.
+#[test]
+fn a_worker_on_ipv6_loopback_only_is_named_so() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        return; // no IPv6 here: no server can bind ::1 either
+    }
+    let apps = Apps::new(&[("v6", "ttl: 5m\nstartTimeout: 2s\nenv: {BIND: '::1'}")]);
+    let gw = Gateway::start(apps.options());
+    assert_eq!(gw.get("/v6/").status, 503);
+    let said = eventually(Duration::from_secs(10), || {
+        let logs = gw.logs();
+        logs.contains("never answered below 500 (it listens on [::1]:")
+            .then_some(logs)
+    });
+    let logs = said.unwrap_or_else(|| gw.logs());
+    assert!(
+        logs.contains("only, not on the 127.0.0.1 it is given: it bound localhost"),
+        "{logs}"
+    );
+}
+
 #[test]
 fn a_worker_exiting_at_start_is_503_at_once() {
     let apps = Apps::new(&[("broken", "ttl: 5m\nenv: {EXIT_AT_START: '1'}")]);

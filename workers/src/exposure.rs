@@ -20,6 +20,19 @@ pub fn open_listeners(port: u16) -> Vec<IpAddr> {
     out
 }
 
+/// Whether TCP `port` is listened on at `::1` and nowhere IPv4 reaches: a server told
+/// 127.0.0.1 that bound `localhost` instead, which is `::1` first in containers and pods.
+pub fn ipv6_loopback_only(port: u16) -> bool {
+    let v4 = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
+    let on: Vec<IpAddr> = listeners(&v4)
+        .chain(listeners(&v6))
+        .filter(|(_, p)| *p == port)
+        .map(|(ip, _)| ip)
+        .collect();
+    !on.is_empty() && on.iter().all(|ip| *ip == IpAddr::V6(Ipv6Addr::LOCALHOST))
+}
+
 /// `::ffff:127.0.0.1` is loopback too, though `Ipv6Addr::is_loopback` says otherwise.
 fn mapped_loopback(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))

@@ -1211,13 +1211,30 @@ impl Supervisor {
                 }
                 if Instant::now() >= deadline {
                     // Most often the app listens elsewhere than it was told.
-                    let told = match w.address {
-                        Address::Tcp(_) => "PORT",
-                        Address::Unix(_) => "BUNTIME_SOCKET",
+                    let hint = match w.address {
+                        Address::Tcp(a) => {
+                            // Off the pool's thread, as in `warn_if_exposed`.
+                            let port = a.port();
+                            let v6_only = tokio::task::spawn_blocking(move || {
+                                crate::exposure::ipv6_loopback_only(port)
+                            });
+                            if v6_only.await.unwrap_or(false) {
+                                format!(
+                                    "it listens on [::1]:{port} only, not on the 127.0.0.1 \
+                                     it is given: it bound localhost, which is ::1 here; have \
+                                     it bind 127.0.0.1 (the HOST it is given)"
+                                )
+                            } else {
+                                "does it listen on the PORT it is given?".to_string()
+                            }
+                        }
+                        Address::Unix(_) => {
+                            "does it listen on the BUNTIME_SOCKET it is given?".to_string()
+                        }
                     };
                     let why = format!(
                         "worker {} not healthy within {:?}: GET {} on {} never answered \
-                         below 500 (does it listen on the {told} it is given?)",
+                         below 500 ({hint})",
                         w.id,
                         m.start_timeout,
                         m.health_path,
