@@ -408,6 +408,19 @@ impl ProxyHttp for Gateway {
         {
             return Ok(());
         }
+        // A redirect to the upstream's own URL goes to the client as the gateway's
+        // (`CompiledRule::local_location`); only redirects and `201` carry one that matters.
+        if let Some(rule) = &ctx.rule
+            && (upstream_response.status.is_redirection()
+                || upstream_response.status == StatusCode::CREATED)
+            && let Some(local) = upstream_response
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| rule.local_location(l))
+        {
+            upstream_response.insert_header(http::header::LOCATION, local)?;
+        }
         if ctx.rule.as_ref().is_some_and(|r| r.rule.rewrites_html()) && html_page(upstream_response)
         {
             // Its length changes (so a HEAD's would be wrong too): chunked, or to

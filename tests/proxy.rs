@@ -633,6 +633,40 @@ fn proxying_to_an_http_upstream() {
 /// A rule may raise (or lower) the 10 MiB request body limit for what it proxies, an
 /// upload service's say: bodies stream through, so no ceiling applies. The value is
 /// echoed as written; a bad one is refused naming it.
+/// Under `changeOrigin` an upstream builds absolute URLs from the Host it was given,
+/// its own: a redirect to `http://127.0.0.1:<its port>/...` sent clients where they cannot
+/// go. One that names the upstream, under a rule without a rewrite, and that this rule
+/// takes back, becomes the gateway's path (nginx's `proxy_redirect default`). Others pass
+/// as they are.
+#[test]
+fn redirects_to_the_upstream_itself_become_the_gateways() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default());
+    created(
+        &gw,
+        json!({"name": "self", "pattern": "^/self(/.*)?$", "target": up.url(), "changeOrigin": true}),
+    );
+    created(
+        &gw,
+        json!({"name": "rewritten", "pattern": "^/rw(/.*)?$", "target": up.url(),
+               "rewrite": "/self$1", "changeOrigin": true}),
+    );
+    let r = gw.get("/self/redirect-self");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/self/landed?from=1"));
+    // A rewrite has no inverse: the upstream's URL is left as it came.
+    let r = gw.get("/rw/redirect-self");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{}/self/landed?from=1", up.port).as_str())
+    );
+    // A relative one is left as it is.
+    assert_eq!(
+        gw.get("/self/redirect").header("location"),
+        Some("/elsewhere")
+    );
+}
+
 #[test]
 fn a_rule_sets_its_own_body_limit() {
     let up = Upstream::http();

@@ -135,6 +135,12 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
     } else if path.ends_with("/redirect") {
         status = 302;
         extra.push("Location: /elsewhere".parse().unwrap());
+    } else if let Some(prefix) = path.strip_suffix("/redirect-self") {
+        // An absolute URL from the Host it was given, as Tomcat and Spring build them.
+        status = 302;
+        let host = headers.get("host").cloned().unwrap_or_default();
+        let location = format!("Location: http://{host}{prefix}/landed?from=1");
+        extra.push(location.parse().unwrap());
     } else if path.ends_with("/header-case") {
         extra.push("X-Upstream-Case: Mixed".parse().unwrap());
     } else if path.ends_with("/vary") {

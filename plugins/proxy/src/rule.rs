@@ -493,6 +493,56 @@ impl CompiledRule {
         self.rewrite.is_none() && self.target.base_path.is_empty()
     }
 
+    /// An upstream's `Location` (a redirect, a `201 Created`) that names the upstream
+    /// itself, as the gateway's clients must ask for it: `http://backend:8080/login` from a
+    /// rule to `http://backend:8080` is `/login`. Under `changeOrigin` an upstream builds
+    /// such URLs from the Host it was given, which the clients cannot reach (nginx's
+    /// `proxy_redirect default` rewrites them so). Only where it is sure: the rule has no
+    /// `rewrite` (a template has no inverse), the URL is under the target's base path,
+    /// and the path it gives matches this rule again. Otherwise `None`: left as it is.
+    pub fn local_location(&self, location: &str) -> Option<String> {
+        if self.rewrite.is_some() {
+            return None;
+        }
+        let url = url::Url::parse(location).ok()?;
+        let tls = match url.scheme() {
+            "https" | "wss" => true,
+            "http" | "ws" => false,
+            _ => return None,
+        };
+        let host = match url.host()? {
+            url::Host::Domain(d) => d.to_string(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => ip.to_string(),
+        };
+        let t = &self.target;
+        if tls != t.scheme.tls()
+            || !host.eq_ignore_ascii_case(&t.host)
+            || url.port_or_known_default() != Some(t.port)
+            || !url.username().is_empty()
+        {
+            return None;
+        }
+        let path = match url.path().strip_prefix(t.base_path.as_str())? {
+            "" => "/",
+            rest if rest.starts_with('/') => rest,
+            _ => return None,
+        };
+        if !self.regex.is_match(path) {
+            return None;
+        }
+        let mut local = path.to_string();
+        if let Some(q) = url.query() {
+            local.push('?');
+            local.push_str(q);
+        }
+        if let Some(f) = url.fragment() {
+            local.push('#');
+            local.push_str(f);
+        }
+        Some(local)
+    }
+
     /// The upstream path and query: the request's query follows the upstream path, after
     /// a `&` when a rewrite put a query there (`/search?q=$1` and `?page=2` give
     /// `/search?q=abc&page=2`, as nginx's `rewrite` does).
@@ -719,6 +769,41 @@ mod tests {
             .unwrap();
         assert_eq!(c.rule.order, 0);
         assert!(!c.rule.readonly);
+    }
+
+    #[test]
+    fn locations_naming_the_upstream_are_made_local() {
+        let c =
+            rule(json!({"pattern": "^/app(/.*)?$", "target": "http://Backend:8080/v2"})).unwrap();
+        let local = |l: &str| c.local_location(l);
+        assert_eq!(
+            local("http://backend:8080/v2/app/login?next=%2F#top").as_deref(),
+            Some("/app/login?next=%2F#top")
+        );
+        // Another host, port, scheme or base path, or a path this rule does not take:
+        // not the upstream's to map back.
+        for other in [
+            "http://elsewhere:8080/v2/app/x",
+            "http://backend/v2/app/x",
+            "https://backend:8080/v2/app/x",
+            "http://backend:8080/v1/app/x",
+            "http://backend:8080/v2x/app",
+            "http://backend:8080/v2/other",
+            "/app/relative",
+            "mailto:a@b",
+        ] {
+            assert_eq!(local(other), None, "{other}");
+        }
+        let default_port = rule(json!({"pattern": "^/", "target": "https://api.example"})).unwrap();
+        assert_eq!(
+            default_port
+                .local_location("https://API.example:443")
+                .as_deref(),
+            Some("/")
+        );
+        let rewritten =
+            rule(json!({"pattern": "^/a(/.*)?$", "target": "http://h", "rewrite": "$1"})).unwrap();
+        assert_eq!(rewritten.local_location("http://h/a/x"), None);
     }
 
     #[test]
