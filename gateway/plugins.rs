@@ -321,7 +321,10 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
         };
         manifest_warnings(&name, &path)
     });
-    let manifestless = discovery.manifestless().into_iter().map(|(name, path)| {
+    // A name the API or a plugin owns was never an app, there or here.
+    let manifestless = discovery.manifestless().into_iter();
+    let manifestless = manifestless.filter(|(name, _)| shadowed(name, "").is_none());
+    let manifestless = manifestless.map(|(name, path)| {
         format!(
             "folder {} is not an app: it has a package.json but no manifest.yaml (the \
              original Buntime served it as /{name}/); add a manifest.yaml, with a command \

@@ -771,8 +771,8 @@ fn check_names_static_apps_that_start_a_process_per_request() {
 /// The original Buntime served `<dir>/<name>/` as the app `name` when it held a
 /// `package.json`, manifest or not; this gateway asks for a manifest (SPEC 8.1), so such a
 /// folder deployed unchanged was a 404 nothing explained. `check` and the start-up log name
-/// it; a folder with a manifest, one holding versions, and one with neither file are not
-/// named.
+/// it; a folder with a manifest, one holding versions, one with neither file and one the
+/// API's path owns are not named.
 #[test]
 fn folders_the_original_served_without_a_manifest_are_named() {
     let apps = tempfile::tempdir().unwrap();
@@ -789,6 +789,8 @@ fn folders_the_original_served_without_a_manifest_are_named() {
     file("versioned/1.0.0/manifest.yaml", "ttl: 5m\n");
     file("versioned/1.0.0/index.html", "<p>hi</p>");
     file("notes/readme.txt", "not an app");
+    // The runtime API's segment was no app there either.
+    file("api/package.json", "{}");
     let dirs = apps.path().display().to_string();
     let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
     assert!(ok, "{out}");
