@@ -635,9 +635,9 @@ fn proxying_to_an_http_upstream() {
 /// echoed as written; a bad one is refused naming it.
 /// Under `changeOrigin` an upstream builds absolute URLs from the Host it was given,
 /// its own: a redirect to `http://127.0.0.1:<its port>/...` sent clients where they cannot
-/// go. One that names the upstream, under a rule without a rewrite, and that this rule
-/// takes back, becomes the gateway's path (nginx's `proxy_redirect default`). Others pass
-/// as they are.
+/// go. One that names the upstream, and that this rule takes back to that very URL,
+/// becomes the gateway's path (nginx's `proxy_redirect default`); a rule's `rewrite` is
+/// undone only when it takes the pattern's leading literal off. Others pass as they are.
 #[test]
 fn redirects_to_the_upstream_itself_become_the_gateways() {
     let up = Upstream::http();
@@ -651,10 +651,18 @@ fn redirects_to_the_upstream_itself_become_the_gateways() {
         json!({"name": "rewritten", "pattern": "^/rw(/.*)?$", "target": up.url(),
                "rewrite": "/self$1", "changeOrigin": true}),
     );
+    created(
+        &gw,
+        json!({"name": "strip", "pattern": "^/strip(/.*)?$", "target": up.url(),
+               "rewrite": "$1", "changeOrigin": true}),
+    );
     let r = gw.get("/self/redirect-self");
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("/self/landed?from=1"));
-    // A rewrite has no inverse: the upstream's URL is left as it came.
+    // The original's usual rule takes its prefix off: it is put back in front.
+    let r = gw.get("/strip/redirect-self");
+    assert_eq!(r.header("location"), Some("/strip/landed?from=1"));
+    // A rewrite the gateway cannot undo: the upstream's URL is left as it came.
     let r = gw.get("/rw/redirect-self");
     assert_eq!(
         r.header("location"),

@@ -497,13 +497,12 @@ impl CompiledRule {
     /// itself, as the gateway's clients must ask for it: `http://backend:8080/login` from a
     /// rule to `http://backend:8080` is `/login`. Under `changeOrigin` an upstream builds
     /// such URLs from the Host it was given, which the clients cannot reach (nginx's
-    /// `proxy_redirect default` rewrites them so). Only where it is sure: the rule has no
-    /// `rewrite` (a template has no inverse), the URL is under the target's base path,
-    /// and the path it gives matches this rule again. Otherwise `None`: left as it is.
+    /// `proxy_redirect default` rewrites them so). Only where it is sure: the URL is under
+    /// the target's base path, and this rule takes the path it gives and sends it to that
+    /// very URL again. A `rewrite` has no inverse in general; the one guess tried is the
+    /// pattern's leading literal put back in front (`^/app(/.*)?$` with `$1`, the
+    /// original's usual rule: `/login` is `/app/login`). Otherwise `None`: left as it is.
     pub fn local_location(&self, location: &str) -> Option<String> {
-        if self.rewrite.is_some() {
-            return None;
-        }
         let url = url::Url::parse(location).ok()?;
         let tls = match url.scheme() {
             "https" | "wss" => true,
@@ -528,10 +527,20 @@ impl CompiledRule {
             rest if rest.starts_with('/') => rest,
             _ => return None,
         };
-        if !self.regex.is_match(path) {
+        let mut local = match &self.rewrite {
+            None => path.to_string(),
+            Some(_) => {
+                let prefix = literal_prefix(&self.rule.pattern)?;
+                let guess = format!("{}{path}", prefix.strip_suffix('/').unwrap_or(prefix));
+                if self.upstream_path(&guess) != url.path() {
+                    return None;
+                }
+                guess
+            }
+        };
+        if !self.regex.is_match(&local) {
             return None;
         }
-        let mut local = path.to_string();
         if let Some(q) = url.query() {
             local.push('?');
             local.push_str(q);
@@ -589,6 +598,16 @@ impl CompiledRule {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The literal a pattern anchored at the start opens with, up to its first
+/// metacharacter: `/app` of `^/app(/.*)?$`.
+fn literal_prefix(pattern: &str) -> Option<&str> {
+    let rest = pattern.strip_prefix('^')?;
+    let end = rest
+        .find(|c: char| "\\.+*?()|[]{}^$".contains(c))
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|p| p.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -801,9 +820,28 @@ mod tests {
                 .as_deref(),
             Some("/")
         );
-        let rewritten =
-            rule(json!({"pattern": "^/a(/.*)?$", "target": "http://h", "rewrite": "$1"})).unwrap();
-        assert_eq!(rewritten.local_location("http://h/a/x"), None);
+        // The original's usual rule, which takes its prefix off: put back in front.
+        let stripped =
+            rule(json!({"pattern": "^/a(/.*)?$", "target": "http://h/v1", "rewrite": "$1"}))
+                .unwrap();
+        assert_eq!(
+            stripped.local_location("http://h/v1/x?y").as_deref(),
+            Some("/a/x?y")
+        );
+        let slashed =
+            rule(json!({"pattern": "^/a/(.*)$", "target": "http://h", "rewrite": "/$1"})).unwrap();
+        assert_eq!(
+            slashed.local_location("http://h/x/y").as_deref(),
+            Some("/a/x/y")
+        );
+        // A rewrite the guess does not undo: left as it is.
+        let moved =
+            rule(json!({"pattern": "^/rw(/.*)?$", "target": "http://h", "rewrite": "/s$1"}))
+                .unwrap();
+        assert_eq!(moved.local_location("http://h/s/x"), None);
+        let unanchored =
+            rule(json!({"pattern": "/a(/.*)?$", "target": "http://h", "rewrite": "$1"})).unwrap();
+        assert_eq!(unanchored.local_location("http://h/x"), None);
     }
 
     #[test]
