@@ -9,12 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// The addresses other than loopback on which something listens on TCP `port`, as the
 /// kernel lists them (`0.0.0.0`, `::`, or one interface's address).
 pub fn open_listeners(port: u16) -> Vec<IpAddr> {
-    let v4 = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let v6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-    let mut out: Vec<IpAddr> = listeners(&v4)
-        .chain(listeners(&v6))
-        .filter(|(ip, p)| *p == port && !ip.is_loopback() && !mapped_loopback(ip))
-        .map(|(ip, _)| ip)
+    let mut out: Vec<IpAddr> = listening_on(port)
+        .into_iter()
+        .filter(|ip| !ip.is_loopback() && !mapped_loopback(ip))
         .collect();
     out.dedup();
     out
@@ -23,14 +20,19 @@ pub fn open_listeners(port: u16) -> Vec<IpAddr> {
 /// Whether TCP `port` is listened on at `::1` and nowhere IPv4 reaches: a server told
 /// 127.0.0.1 that bound `localhost` instead, which is `::1` first in containers and pods.
 pub fn ipv6_loopback_only(port: u16) -> bool {
+    let on = listening_on(port);
+    !on.is_empty() && on.iter().all(|ip| *ip == IpAddr::V6(Ipv6Addr::LOCALHOST))
+}
+
+/// Every address something listens on TCP `port` at, from both of the kernel's tables.
+fn listening_on(port: u16) -> Vec<IpAddr> {
     let v4 = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let v6 = std::fs::read_to_string("/proc/net/tcp6").unwrap_or_default();
-    let on: Vec<IpAddr> = listeners(&v4)
+    listeners(&v4)
         .chain(listeners(&v6))
         .filter(|(_, p)| *p == port)
         .map(|(ip, _)| ip)
-        .collect();
-    !on.is_empty() && on.iter().all(|ip| *ip == IpAddr::V6(Ipv6Addr::LOCALHOST))
+        .collect()
 }
 
 /// `::ffff:127.0.0.1` is loopback too, though `Ipv6Addr::is_loopback` says otherwise.
