@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buntime_plugin_sdk::net::TrustedProxies;
-use buntime_plugin_sdk::plugin::{COMMON_KEYS, normalise_base};
+use buntime_plugin_sdk::plugin::{COMMON_KEYS, normalise_base, plugin_name};
 use buntime_plugin_sdk::{Manifest, PluginSpec, Problems, Settings};
 use serde_yaml::{Mapping, Value};
 
@@ -431,8 +431,8 @@ fn not_a_plugin(folder: &str, path: &Path, core: &[&str]) -> String {
     format!("plugin folder {} is not read: {why}", path.display())
 }
 
-/// The plugin names a folder may go by, as this gateway names plugins: its own name, then
-/// its manifest's `name`, each without the original's `@buntime/plugin-` or `plugin-`.
+/// The plugin names a folder may go by, as this gateway names plugins (`plugin_name`): its
+/// own name, then its manifest's `name`.
 fn names_of(folder: &str, path: &Path) -> impl Iterator<Item = String> {
     let named = std::fs::read_to_string(manifest_file(path).unwrap_or_default())
         .ok()
@@ -441,13 +441,7 @@ fn names_of(folder: &str, path: &Path) -> impl Iterator<Item = String> {
     [Some(folder.to_string()), named]
         .into_iter()
         .flatten()
-        .map(|n| {
-            let short = n
-                .strip_prefix("@buntime/plugin-")
-                .or_else(|| n.strip_prefix("plugin-"))
-                .unwrap_or(&n);
-            short.to_string()
-        })
+        .map(|n| plugin_name(&n).to_string())
 }
 
 fn manifest_file(dir: &Path) -> Option<PathBuf> {

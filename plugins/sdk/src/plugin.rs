@@ -67,12 +67,17 @@ impl Manifest {
 /// installed"; this gateway names them by plugin (`keyval`).
 fn plugin_names(list: Option<Vec<String>>) -> Vec<String> {
     list.unwrap_or_default()
-        .into_iter()
-        .map(|dep| match dep.strip_prefix("@buntime/plugin-") {
-            Some(name) => name.to_string(),
-            None => dep,
-        })
+        .iter()
+        .map(|dep| plugin_name(dep).to_string())
         .collect()
+}
+
+/// A plugin as this gateway names it: the original's package (`@buntime/plugin-keyval`,
+/// in its manifests) and folder (`plugin-keyval`, in its image) names are `keyval`.
+pub fn plugin_name(name: &str) -> &str {
+    name.strip_prefix("@buntime/plugin-")
+        .or_else(|| name.strip_prefix("plugin-"))
+        .unwrap_or(name)
 }
 
 /// `redirects/` -> `/redirects`.
@@ -150,5 +155,18 @@ pub trait Plugin: Send + Sync + 'static {
 impl fmt::Debug for dyn Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Plugin({})", self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_originals_names_are_plugins() {
+        for name in ["keyval", "@buntime/plugin-keyval", "plugin-keyval"] {
+            assert_eq!(plugin_name(name), "keyval", "{name}");
+        }
+        assert_eq!(plugin_name("@acme/keyval"), "@acme/keyval");
     }
 }
