@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use buntime_plugin_sdk::html::find_ignore_case;
 use buntime_plugin_sdk::{ApiResponse, HeaderList, Identity, RouteKind};
 use buntime_proxy::CompiledRule;
 use buntime_workers::{App, AppManifest, Lease};
@@ -600,16 +601,13 @@ impl ProxyHttp for Gateway {
 /// rewriting needs it; not an interim, empty, unchanged or partial (`206`, whose
 /// `Content-Range` counts the upstream's bytes) answer.
 fn html_page(resp: &ResponseHeader) -> bool {
-    let header = |name| {
-        resp.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase)
-    };
+    let header = |name| resp.headers.get(name).map(HeaderValue::as_bytes);
     !resp.status.is_informational()
         && !matches!(resp.status.as_u16(), 204 | 206 | 304)
-        && header(http::header::CONTENT_TYPE).is_some_and(|t| t.contains("text/html"))
-        && header(http::header::CONTENT_ENCODING).is_none_or(|e| e == "identity")
+        && header(http::header::CONTENT_TYPE)
+            .is_some_and(|t| find_ignore_case(t, b"text/html").is_some())
+        && header(http::header::CONTENT_ENCODING)
+            .is_none_or(|e| e.eq_ignore_ascii_case(b"identity"))
 }
 
 fn is_websocket(req: &RequestHeader) -> bool {
@@ -655,5 +653,41 @@ pub fn route_label(route: &RouteKind) -> String {
         RouteKind::App(name) => format!("app:{name}"),
         RouteKind::Preflight => "preflight".into(),
         RouteKind::None => "none".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in headers {
+            r.insert_header(*name, *value).unwrap();
+        }
+        r
+    }
+
+    /// Only a whole, uncompressed HTML page can be rewritten as text.
+    #[test]
+    fn html_pages_are_whole_uncompressed_html() {
+        let html = ("content-type", "Text/HTML; charset=utf-8");
+        assert!(html_page(&answer(200, &[html])));
+        assert!(html_page(&answer(
+            404,
+            &[html, ("content-encoding", "IDENTITY")]
+        )));
+        assert!(!html_page(&answer(
+            200,
+            &[html, ("content-encoding", "gzip")]
+        )));
+        assert!(!html_page(&answer(
+            200,
+            &[("content-type", "application/json")]
+        )));
+        assert!(!html_page(&answer(200, &[])));
+        for status in [103, 204, 206, 304] {
+            assert!(!html_page(&answer(status, &[html])), "{status}");
+        }
     }
 }
