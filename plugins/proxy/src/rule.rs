@@ -504,25 +504,10 @@ impl CompiledRule {
     /// original's usual rule: `/login` is `/app/login`). Otherwise `None`: left as it is.
     pub fn local_location(&self, location: &str) -> Option<String> {
         let url = url::Url::parse(location).ok()?;
-        let tls = match url.scheme() {
-            "https" | "wss" => true,
-            "http" | "ws" => false,
-            _ => return None,
-        };
-        let host = match url.host()? {
-            url::Host::Domain(d) => d.to_string(),
-            url::Host::Ipv4(ip) => ip.to_string(),
-            url::Host::Ipv6(ip) => ip.to_string(),
-        };
-        let t = &self.target;
-        if tls != t.scheme.tls()
-            || !host.eq_ignore_ascii_case(&t.host)
-            || url.port_or_known_default() != Some(t.port)
-            || !url.username().is_empty()
-        {
+        if !self.target.serves(&url) {
             return None;
         }
-        let path = match url.path().strip_prefix(t.base_path.as_str())? {
+        let path = match url.path().strip_prefix(self.target.base_path.as_str())? {
             "" => "/",
             rest if rest.starts_with('/') => rest,
             _ => return None,
@@ -531,14 +516,11 @@ impl CompiledRule {
             None => path.to_string(),
             Some(_) => {
                 let prefix = literal_prefix(&self.rule.pattern)?;
-                let guess = format!("{}{path}", prefix.strip_suffix('/').unwrap_or(prefix));
-                if self.upstream_path(&guess) != url.path() {
-                    return None;
-                }
-                guess
+                format!("{}{path}", prefix.strip_suffix('/').unwrap_or(prefix))
             }
         };
-        if !self.regex.is_match(&local) {
+        // Back through the rule, the path must come to this very URL.
+        if !self.regex.is_match(&local) || self.upstream_path(&local) != url.path() {
             return None;
         }
         if let Some(q) = url.query() {

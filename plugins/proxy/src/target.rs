@@ -53,12 +53,7 @@ impl Target {
         if url.query().is_some() || url.fragment().is_some() {
             return Err("a query or fragment is not allowed in the target".into());
         }
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => ip.to_string(),
-            _ => return Err("the target has no host".into()),
-        };
+        let host = host_of(&url).ok_or("the target has no host")?;
         let default_port = if scheme.tls() { 443 } else { 80 };
         Ok(Target {
             scheme,
@@ -67,6 +62,21 @@ impl Target {
             explicit_port: url.port().is_some(),
             base_path: url.path().trim_end_matches('/').to_string(),
         })
+    }
+
+    /// Whether `url` is on this target's server: the same scheme family (http and ws, or
+    /// https and wss), host and port, and no credentials.
+    pub fn serves(&self, url: &url::Url) -> bool {
+        let tls = match url.scheme() {
+            "https" | "wss" => true,
+            "http" | "ws" => false,
+            _ => return false,
+        };
+        tls == self.scheme.tls()
+            && host_of(url).is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && url.port_or_known_default() == Some(self.port)
+            && url.username().is_empty()
+            && url.password().is_none()
     }
 
     /// `host[:port]` as the Host header names it (IPv6 in brackets).
@@ -107,6 +117,16 @@ impl Target {
             return self.base_path.clone();
         }
         format!("{}{path}", self.base_path)
+    }
+}
+
+/// A URL's host as a target keeps it: a name, or an IP address without brackets.
+fn host_of(url: &url::Url) -> Option<String> {
+    match url.host()? {
+        url::Host::Domain(d) if !d.is_empty() => Some(d.to_string()),
+        url::Host::Domain(_) => None,
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(ip.to_string()),
     }
 }
 
