@@ -790,6 +790,7 @@ mod tests {
             "http://backend:8080/v1/app/x",
             "http://backend:8080/v2x/app",
             "http://backend:8080/v2/other",
+            "http://user:pw@backend:8080/v2/app/x",
             "/app/relative",
             "mailto:a@b",
         ] {
