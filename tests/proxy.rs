@@ -563,6 +563,11 @@ fn proxying_to_an_http_upstream() {
         seen.url, "/inner/items?q=1&q=2",
         "rewrite, base path, query unchanged"
     );
+    // The base path alone when the rewrite writes nothing; a trailing slash is kept.
+    gw.get("/svc");
+    assert_eq!(up.last().url, "/inner");
+    gw.get("/svc/?a=1");
+    assert_eq!(up.last().url, "/inner/?a=1");
     let h = &seen.headers;
     assert_eq!(h["x-rule"], "set-by-rule");
     assert_eq!(h["x-override"], "rule-wins");
@@ -673,6 +678,19 @@ fn redirects_to_the_upstream_itself_become_the_gateways() {
         gw.get("/self/redirect").header("location"),
         Some("/elsewhere")
     );
+    // An app in a folder of its upstream: `/app` is sent to `/app/`, which reaches the
+    // folder with its slash rather than being redirected again.
+    created(
+        &gw,
+        json!({"name": "folder", "pattern": "^/app(/.*)?$", "target": format!("{}/folder", up.url()),
+               "rewrite": "$1", "changeOrigin": true}),
+    );
+    let r = gw.get("/app");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/app/"));
+    assert_eq!(up.last().url, "/folder");
+    assert_eq!(gw.get("/app/").status, 200);
+    assert_eq!(up.last().url, "/folder/");
 }
 
 #[test]

@@ -141,6 +141,12 @@ fn respond(mut req: tiny_http::Request, log: &Mutex<Vec<Seen>>) {
         let host = headers.get("host").cloned().unwrap_or_default();
         let location = format!("Location: http://{host}{prefix}/landed?from=1");
         extra.push(location.parse().unwrap());
+    } else if path.ends_with("/folder") {
+        // A folder asked for without its slash, sent to itself with one, as Tomcat, nginx
+        // and most static servers do.
+        status = 301;
+        let host = headers.get("host").cloned().unwrap_or_default();
+        extra.push(format!("Location: http://{host}{path}/").parse().unwrap());
     } else if path.ends_with("/header-case") {
         extra.push("X-Upstream-Case: Mixed".parse().unwrap());
     } else if path.ends_with("/vary") {

@@ -86,7 +86,9 @@ impl Template {
         Ok(Template { pieces })
     }
 
-    /// The rewritten path for these captures, always starting with `/`.
+    /// The rewritten path for these captures, starting with `/`; or empty when the template
+    /// wrote nothing (`$1` for `/api` under `^/api(/.*)?$`), so that the target's base path
+    /// is asked for as written and `/api/` keeps its slash (`Target::join`).
     pub fn expand(&self, caps: &Captures<'_>) -> String {
         let mut out = String::with_capacity(64);
         for p in &self.pieces {
@@ -96,7 +98,7 @@ impl Template {
                 Piece::Name(n) => out.push_str(caps.name(n).map_or("", |m| m.as_str())),
             }
         }
-        if !out.starts_with('/') {
+        if !out.is_empty() && !out.starts_with('/') {
             out.insert(0, '/');
         }
         out
@@ -147,7 +149,8 @@ mod tests {
     #[test]
     fn empty_group_and_missing_slash() {
         assert_eq!(rewrite("^/api(/.*)?$", "/backend$1", "/api"), "/backend");
-        assert_eq!(rewrite("^/api(/.*)?$", "$1", "/api"), "/");
+        assert_eq!(rewrite("^/api(/.*)?$", "$1", "/api"), "");
+        assert_eq!(rewrite("^/api(/.*)?$", "$1", "/api/"), "/");
         assert_eq!(rewrite("^/old/(.*)$", "new/$1", "/old/x"), "/new/x");
         assert_eq!(rewrite("^/p$", "/cost$$5", "/p"), "/cost$5");
         assert_eq!(rewrite("^/p$", "/a$b", "/p"), "/a$b");

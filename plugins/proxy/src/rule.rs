@@ -507,12 +507,13 @@ impl CompiledRule {
         if !self.target.serves(&url) {
             return None;
         }
-        let path = match url.path().strip_prefix(self.target.base_path.as_str())? {
-            "" => "/",
-            rest if rest.starts_with('/') => rest,
-            _ => return None,
-        };
+        let path = url.path().strip_prefix(self.target.base_path.as_str())?;
+        if !path.is_empty() && !path.starts_with('/') {
+            return None;
+        }
         let mut local = match &self.rewrite {
+            // Every request path has a `/` after the base: the base alone is no path's.
+            None if path.is_empty() => return None,
             None => path.to_string(),
             Some(_) => {
                 let prefix = literal_prefix(&self.rule.pattern)?;
@@ -811,6 +812,19 @@ mod tests {
             stripped.local_location("http://h/v1/x?y").as_deref(),
             Some("/a/x?y")
         );
+        // A folder's redirect to its slashed self (`/v1` to `/v1/`) keeps the slash.
+        assert_eq!(
+            stripped.local_location("http://h/v1/").as_deref(),
+            Some("/a/")
+        );
+        assert_eq!(
+            stripped.local_location("http://h/v1").as_deref(),
+            Some("/a")
+        );
+        // Without a rewrite, no request path is sent to the base path alone.
+        let any = rule(json!({"pattern": ".*", "target": "http://h/v1"})).unwrap();
+        assert_eq!(any.local_location("http://h/v1/").as_deref(), Some("/"));
+        assert_eq!(any.local_location("http://h/v1"), None);
         let slashed =
             rule(json!({"pattern": "^/a/(.*)$", "target": "http://h", "rewrite": "/$1"})).unwrap();
         assert_eq!(
@@ -834,6 +848,7 @@ mod tests {
                 .unwrap();
         assert_eq!(c.upstream_path("/api/users"), "/v2/svc/users");
         assert_eq!(c.upstream_path("/api"), "/v2/svc");
+        assert_eq!(c.upstream_path("/api/"), "/v2/svc/");
         assert_eq!(c.captures("/api"), vec![""]);
         let plain = rule(json!({"pattern": "^/x", "target": "http://h"})).unwrap();
         assert_eq!(plain.upstream_path("/x/y"), "/x/y");

@@ -108,15 +108,17 @@ impl Target {
         )
     }
 
-    /// The upstream path: the base path, then the (rewritten) request path.
+    /// The upstream path: the base path, then the (rewritten) request path as it is, so
+    /// a trailing slash stays (`/app/` is `/base/`, a folder to most servers, which would
+    /// redirect `/base` back to it). An empty path, a rewrite that wrote nothing, is the
+    /// base path alone.
     pub fn join(&self, path: &str) -> String {
-        if self.base_path.is_empty() {
-            return path.to_string();
+        match (self.base_path.is_empty(), path.is_empty()) {
+            (true, true) => "/".to_string(),
+            (true, false) => path.to_string(),
+            (false, true) => self.base_path.clone(),
+            (false, false) => format!("{}{path}", self.base_path),
         }
-        if path == "/" {
-            return self.base_path.clone();
-        }
-        format!("{}{path}", self.base_path)
     }
 }
 
@@ -144,13 +146,15 @@ mod tests {
         assert_eq!(t.base_path, "/v2");
         assert_eq!(t.authority(), "api.example.com:8443");
         assert_eq!(t.join("/users"), "/v2/users");
-        assert_eq!(t.join("/"), "/v2");
+        assert_eq!(t.join("/"), "/v2/");
+        assert_eq!(t.join(""), "/v2");
         let plain = Target::parse("http://10.0.0.5").unwrap();
         assert_eq!(
             (plain.port, plain.explicit_port, plain.base_path.as_str()),
             (80, false, "")
         );
         assert_eq!(plain.join("/x"), "/x");
+        assert_eq!(plain.join(""), "/");
         assert_eq!(Target::parse("wss://h").unwrap().port, 443);
         let v6 = Target::parse("http://[::1]:9000").unwrap();
         assert_eq!(v6.host, "::1");
