@@ -468,6 +468,48 @@ fn admin_by_role_and_master_key() {
     );
 }
 
+/// Identity providers put roles in different places: Keycloak under
+/// `realm_access.roles`, Auth0 in a claim named by a URL (dots and all).
+#[test]
+fn roles_come_from_the_configured_claim() {
+    for (claim, roles) in [
+        (
+            "realm_access.roles",
+            json!({"realm_access": {"roles": ["admin"]}}),
+        ),
+        (
+            "https://buntime.example/roles",
+            json!({"https://buntime.example/roles": ["admin"]}),
+        ),
+    ] {
+        let s = setup(&[("AUTH_JWT_ROLES_CLAIM", claim)]);
+        let mut admin = json!({"sub": "root", "exp": now() + 300});
+        admin
+            .as_object_mut()
+            .unwrap()
+            .extend(roles.as_object().unwrap().clone());
+        let admin = mint(Algorithm::EdDSA, admin);
+        let r = s.gw.get_with(
+            "/api/plugins",
+            &[("authorization", &format!("Bearer {admin}"))],
+        );
+        assert_eq!(r.status, 200, "{claim}: {r:?}");
+        assert_eq!(call(&s.gw, &admin).status, 200);
+        let identity: Value = serde_json::from_str(&s.up.last().headers["x-identity"]).unwrap();
+        assert_eq!(identity["roles"], json!(["admin"]), "{claim}");
+        // The default claim is not read when another is configured.
+        let plain = mint(
+            Algorithm::EdDSA,
+            json!({"sub": "root", "roles": ["admin"], "exp": now() + 300}),
+        );
+        let r = s.gw.get_with(
+            "/api/plugins",
+            &[("authorization", &format!("Bearer {plain}"))],
+        );
+        assert_eq!(r.status, 403, "{claim}: {r:?}");
+    }
+}
+
 #[test]
 fn client_identity_headers_are_replaced() {
     let s = setup(&[]);

@@ -30,8 +30,9 @@ pub struct AuthConfig {
     pub issuers: Vec<String>,
     pub audiences: Vec<String>,
     pub leeway: Duration,
-    /// Dotted path into the claims: `roles`, `realm_access.roles`.
-    pub roles_claim: Vec<String>,
+    /// A claim's name (`roles`, Auth0's namespaced `https://example.com/roles`), or a
+    /// dotted path into the claims (Keycloak's `realm_access.roles`).
+    pub roles_claim: String,
     pub cookie: Option<String>,
     pub public: RouteGlobs,
 }
@@ -91,11 +92,7 @@ pub fn parse(s: &Settings, problems: &mut Problems) -> Option<AuthConfig> {
     let leeway = s
         .duration("leeway", problems)
         .unwrap_or(Duration::from_secs(30));
-    let roles_claim: Vec<String> = text(s, "rolesClaim", problems)
-        .unwrap_or_else(|| "roles".into())
-        .split('.')
-        .map(String::from)
-        .collect();
+    let roles_claim = text(s, "rolesClaim", problems).unwrap_or_else(|| "roles".into());
     let public = public_routes(s, problems);
     let mut config = AuthConfig {
         secret,

@@ -419,10 +419,13 @@ fn identity(claims: &Map<String, Json>, config: &AuthConfig) -> Identity {
         Some(Json::Number(n)) => n.to_string(),
         _ => String::new(),
     };
-    let mut at = Some(&Json::Object(claims.clone()));
-    for part in &config.roles_claim {
-        at = at.and_then(|v| v.get(part));
-    }
+    // The whole name first: a namespaced claim's name has dots of its own.
+    let name = &config.roles_claim;
+    let at = claims.get(name).or_else(|| {
+        let mut parts = name.split('.');
+        let first = claims.get(parts.next()?)?;
+        parts.try_fold(first, |v, part| v.get(part))
+    });
     let roles: Vec<String> = match at {
         Some(Json::Array(items)) => items
             .iter()
