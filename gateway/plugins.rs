@@ -332,7 +332,15 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
             path.display()
         )
     });
-    shadowing.chain(manifests).chain(manifestless).collect()
+    let misnamed = discovery
+        .misnamed()
+        .into_iter()
+        .map(|(path, why)| format!("folder {} is not an app: {why}; rename it", path.display()));
+    shadowing
+        .chain(manifests)
+        .chain(manifestless)
+        .chain(misnamed)
+        .collect()
 }
 
 /// What `buntime check` prints besides problems: the plugins that will load, and what

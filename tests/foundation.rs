@@ -810,6 +810,49 @@ fn folders_the_original_served_without_a_manifest_are_named() {
     assert_eq!(gw.get("/shop/").status, 404);
 }
 
+/// A folder laid out as an app under a name no URL's first segment can pick (a space, an
+/// accent) or with no version after its `@` (`hello@v1.2`) was passed over in silence: a
+/// 404 nothing explained. `check` and the start-up log name each, with the reason; folders
+/// that are no app whatever their name (no manifest, no versions, a hidden one, an npm
+/// scope) are not named.
+#[test]
+fn app_folders_no_url_can_pick_are_named() {
+    let apps = tempfile::tempdir().unwrap();
+    let file = |rel: &str, text: &str| common::write(&apps.path().join(rel), text);
+    file("my shop/manifest.yaml", "ttl: 5m\n");
+    file("café/1.0.0/manifest.yaml", "ttl: 5m\n");
+    file("hello@v1.2/manifest.yaml", "ttl: 5m\n");
+    file("good@1.0.0/manifest.yaml", "ttl: 5m\n");
+    file("good@1.0.0/index.html", "<p>hi</p>");
+    file("my notes/readme.txt", "not an app");
+    file(".cache x/manifest.yaml", "ttl: 5m\n");
+    file("@scope/pkg/manifest.yaml", "ttl: 5m\n");
+    let dirs = apps.path().display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
+    assert!(ok, "{out}");
+    let name = "an app's name, the first segment of its URLs, may hold only letters, digits, \
+                -, _ and .; rename it";
+    let at = |f: &str| format!("{}/{f} is not an app: ", apps.path().display());
+    let said = [
+        format!("{}{name}", at("café")),
+        format!(
+            "{}\"v1.2\" after the @ is no version (semver such as 1.2.0, or latest); rename it",
+            at("hello@v1.2")
+        ),
+        format!("{}{name}", at("my shop")),
+    ];
+    let named: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: folder "))
+        .collect();
+    assert_eq!(named, said, "{out}");
+    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
+    for line in &said {
+        assert!(gw.stderr().contains(line.as_str()), "{}", gw.logs());
+    }
+    assert_eq!(gw.get("/good/").status, 200);
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();

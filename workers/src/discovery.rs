@@ -130,6 +130,44 @@ impl Discovery {
         out
     }
 
+    /// Folders laid out as an app that no URL picks, each with the reason: a name no app
+    /// may have (`my app`, `café`) on a folder with a manifest, version folders or a
+    /// version after an `@`; or no version after the `@` of an app's name (`hello@v1.2`).
+    /// Named at start and by `check`, so such an app is no silent 404.
+    pub fn misnamed(&self) -> Vec<(PathBuf, String)> {
+        const NAME: &str = "an app's name, the first segment of its URLs, may hold only \
+                            letters, digits, -, _ and .";
+        let mut out: Vec<(PathBuf, String)> = self
+            .dirs
+            .iter()
+            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+            .filter_map(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let path = e.path();
+                if file.starts_with(['.', '@']) || !path.is_dir() {
+                    return None;
+                }
+                let why = match file.split_once('@') {
+                    Some((name, v)) => match (valid_name(name), version_name(v)) {
+                        (true, true) => return None,
+                        (false, _) => NAME.to_string(),
+                        (true, false) => format!(
+                            "{v:?} after the @ is no version (semver such as 1.2.0, or latest)"
+                        ),
+                    },
+                    None if valid_name(&file) => return None,
+                    None if has_manifest(&path) || version_folders(&path).next().is_some() => {
+                        NAME.to_string()
+                    }
+                    None => return None,
+                };
+                Some((path, why))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Every app in every worker dir, for `GET /api/apps`.
     pub fn list(&self) -> Vec<Listed> {
         let index = self.index.load();
@@ -180,17 +218,24 @@ fn scan(dirs: &[PathBuf]) -> Index {
             if has_manifest(&path) {
                 add(name, "latest".to_string(), path.clone());
             }
-            for sub in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                let Ok(v) = sub.file_name().into_string() else {
-                    continue;
-                };
-                if sub.path().is_dir() && version_name(&v) {
-                    add(name, v, sub.path());
-                }
+            for (v, sub) in version_folders(&path) {
+                add(name, v, sub);
             }
         }
     }
     Index { apps }
+}
+
+/// The `<v>/` folders of an app folder, each named by a version.
+fn version_folders(app: &Path) -> impl Iterator<Item = (String, PathBuf)> {
+    std::fs::read_dir(app)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|sub| {
+            let v = sub.file_name().into_string().ok()?;
+            (version_name(&v) && sub.path().is_dir()).then(|| (v, sub.path()))
+        })
 }
 
 /// What an app name may be: letters, digits, `-`, `_`, `.` (not first).
