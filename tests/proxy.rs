@@ -41,10 +41,14 @@ fn rules(gw: &Gateway) -> Value {
 
 /// What `/rules/test` says of a GET of `path`.
 fn tested(gw: &Gateway, path: &str) -> Value {
+    tested_with(gw, path, &[])
+}
+
+fn tested_with(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Value {
     gw.json(
         "POST",
         &format!("{RULES}/test"),
-        &[],
+        headers,
         &json!({"method": "GET", "path": path}),
     )
     .json()
@@ -633,6 +637,57 @@ fn proxying_to_an_http_upstream() {
     assert_eq!(up.count(), before);
     // No rule: the request falls through to the rest of the routing.
     assert_eq!(gw.get("/not-a-rule").status, 404);
+}
+
+/// People write patterns and globs with the characters of their language (`^/café`);
+/// clients send those percent-encoded (`/caf%C3%A9`), so such a rule never matched and
+/// such a public route never applied. They match the path with its non-ASCII characters
+/// decoded too, in rule order, and captures holding them go upstream encoded again.
+/// Patterns written encoded still match; ASCII escapes (`%2F`) are never decoded.
+#[test]
+fn patterns_and_globs_match_non_ascii_paths_as_written() {
+    let up = Upstream::http();
+    let gw = Gateway::start(
+        Options::default()
+            .env("RUNTIME_MASTER_KEY", "mk")
+            .env("AUTH_JWT_SECRET", "a-long-shared-secret-for-the-hs-tests")
+            .ready(),
+    );
+    let admin = [("x-api-key", "mk")];
+    for body in [
+        json!({"pattern": "^/relatórios/(.*)$", "target": up.url(), "rewrite": "/r/$1",
+               "publicRoutes": ["/relatórios/públicos/**"]}),
+        json!({"pattern": "^/caf%C3%A9$", "target": up.url(), "rewrite": "/encoded",
+               "publicRoutes": ["/**"]}),
+        json!({"pattern": "^/café$", "target": up.url(), "rewrite": "/decoded"}),
+        json!({"pattern": "^/c(.)fé$", "target": up.url(), "rewrite": "/$1",
+               "publicRoutes": ["/**"]}),
+        json!({"pattern": "^/a/b$", "target": up.url(), "rewrite": "/slash"}),
+    ] {
+        let r = gw.json("POST", RULES, &admin, &body);
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    // A public route written as people write it, for a path sent encoded.
+    let r = gw.get("/relat%C3%B3rios/p%C3%BAblicos/m%C3%AAs?x=1");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.last().url, "/r/p%C3%BAblicos/m%C3%AAs?x=1");
+    assert_eq!(gw.get("/relat%C3%B3rios/privados").status, 401);
+    // The first rule in order wins, whichever form it is written in.
+    assert_eq!(gw.get("/caf%C3%A9").status, 200);
+    assert_eq!(up.last().url, "/encoded");
+    assert_eq!(gw.get("/c%C3%A1f%C3%A9").status, 200);
+    assert_eq!(up.last().url, "/%C3%A1");
+    let r = tested_with(&gw, "/café", &admin);
+    assert_eq!(r["upstreamUrl"], format!("{}/encoded", up.url()));
+    let r = tested_with(&gw, "/relatórios/públicos/mês", &admin);
+    assert_eq!(r["captures"], json!(["públicos/mês"]));
+    assert_eq!(
+        r["upstreamUrl"],
+        format!("{}/r/p%C3%BAblicos/m%C3%AAs", up.url())
+    );
+    assert_eq!(r["public"], true);
+    // An encoded slash is no slash.
+    assert_eq!(tested_with(&gw, "/a%2Fb", &admin)["matched"], false);
 }
 
 /// A rule may raise (or lower) the 10 MiB request body limit for what it proxies, an

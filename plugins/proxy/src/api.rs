@@ -2,6 +2,7 @@
 
 use buntime_plugin_sdk::openapi::Paths;
 use buntime_plugin_sdk::path::has_dot_segment;
+use buntime_plugin_sdk::percent::encode_non_ascii;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value as Json, json};
@@ -135,9 +136,11 @@ fn test(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult 
     let (Some(method), Some(full)) = (text("method"), text("path")) else {
         return Err(ApiError::bad_request("method and path are required"));
     };
+    // As a client sends it: `/café` arrives as `/caf%C3%A9`.
+    let full = encode_non_ascii(full);
     let (path, query) = match full.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (full, None),
+        None => (full.as_ref(), None),
     };
     // What the gateway refuses before any rule is tried is refused here too, rather than
     // reported as a match the gateway would never make.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use buntime_plugin_sdk::duration::{format_duration, parse_duration, parse_size};
+use buntime_plugin_sdk::percent::{decode_non_ascii, encode_non_ascii};
 use buntime_plugin_sdk::{RateLimitSpec, RouteGlobs};
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -555,23 +556,35 @@ impl CompiledRule {
         let rewritten = match &self.rewrite {
             Some(t) => match self.regex.captures(path) {
                 Some(caps) => t.expand(&caps),
-                None => path.to_string(),
+                // Matched with its non-ASCII characters decoded: the captures hold them as
+                // characters, which go upstream encoded again.
+                None => match decode_non_ascii(path) {
+                    Some(decoded) => match self.regex.captures(&decoded) {
+                        Some(caps) => encode_non_ascii(&t.expand(&caps)).into_owned(),
+                        None => path.to_string(),
+                    },
+                    None => path.to_string(),
+                },
             },
             None => path.to_string(),
         };
         self.target.join(&rewritten)
     }
 
-    /// Groups 1..n of the match; a group that did not take part is empty.
+    /// Groups 1..n of the match, of the path as sent or else decoded (`upstream_path`); a
+    /// group that did not take part is empty.
     pub fn captures(&self, path: &str) -> Vec<String> {
-        self.regex
+        let decoded = decode_non_ascii(path);
+        let caps = self
+            .regex
             .captures(path)
-            .map(|c| {
-                (1..c.len())
-                    .map(|i| c.get(i).map_or(String::new(), |m| m.as_str().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .or_else(|| self.regex.captures(decoded.as_deref()?));
+        caps.map(|c| {
+            (1..c.len())
+                .map(|i| c.get(i).map_or(String::new(), |m| m.as_str().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     pub fn rate_limit(&self) -> Option<&RateLimitSpec> {

@@ -18,6 +18,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use buntime_plugin_sdk::percent::decode_non_ascii;
+
 use crate::patterns::Patterns;
 use crate::rule::CompiledRule;
 
@@ -113,15 +115,23 @@ impl RuleTable {
         })
     }
 
-    /// The first enabled rule whose pattern matches `path`. A WebSocket upgrade skips
-    /// rules with `ws: false`.
+    /// The first enabled rule whose pattern matches `path`, as sent or with its non-ASCII
+    /// characters decoded (`^/café` matches `/caf%C3%A9`, as clients send it). A WebSocket
+    /// upgrade skips rules with `ws: false`.
     pub fn matching(&self, path: &str, websocket: bool) -> Option<&Arc<CompiledRule>> {
-        self.chunks.iter().find_map(|chunk| {
-            let found = chunk
-                .set
-                .first(path, |i| !websocket || chunk.rules[i].rule.ws)?;
-            Some(&chunk.rules[found])
-        })
+        let first = |path: &str| {
+            self.chunks.iter().enumerate().find_map(|(c, chunk)| {
+                let found = chunk
+                    .set
+                    .first(path, |i| !websocket || chunk.rules[i].rule.ws)?;
+                Some(((c, found), &chunk.rules[found]))
+            })
+        };
+        let sent = first(path);
+        match decode_non_ascii(path).and_then(|decoded| first(&decoded)) {
+            Some(d) if sent.as_ref().is_none_or(|s| d.0 < s.0) => Some(d.1),
+            _ => sent.map(|s| s.1),
+        }
     }
 
     pub fn all(&self) -> &[Arc<CompiledRule>] {

@@ -4,6 +4,8 @@
 
 use regex::RegexSet;
 
+use crate::percent::decode_non_ascii;
+
 /// Translates one glob into an anchored regex source.
 pub fn glob_to_regex(glob: &str) -> String {
     if glob.starts_with('(') {
@@ -58,8 +60,12 @@ impl GlobSet {
         }
     }
 
+    /// Whether a glob matches `path`, as sent or with its non-ASCII characters decoded
+    /// (`/café/**` covers `/caf%C3%A9/x`, as clients send it).
     pub fn is_match(&self, path: &str) -> bool {
-        !self.patterns.is_empty() && self.set.is_match(path)
+        !self.patterns.is_empty()
+            && (self.set.is_match(path)
+                || decode_non_ascii(path).is_some_and(|decoded| self.set.is_match(&decoded)))
     }
 
     pub fn patterns(&self) -> &[String] {

@@ -29,9 +29,70 @@ pub fn percent_decode(text: &str) -> Result<String, PercentError> {
         .map_err(|_| PercentError::NotUtf8)
 }
 
+/// A request path with its percent-encoded non-ASCII characters decoded (`/caf%C3%A9` is
+/// `/café`), for patterns and globs written as people write paths, which clients always
+/// send encoded; `None` when it has none, or when they are not UTF-8. ASCII escapes stay
+/// as they are (`%2F` is no `/`, `%25` no `%`), so the path keeps its segments.
+pub fn decode_non_ascii(path: &str) -> Option<String> {
+    // Runs on every path that has a rule or public route to match: one scan for the
+    // common case, a path without `%`.
+    if !path.contains('%') {
+        return None;
+    }
+    let b = path.as_bytes();
+    let high = |i: usize| {
+        let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+        u8::from_str_radix(hex, 16)
+            .ok()
+            .filter(|v| *v >= 0x80 && b[i] == b'%')
+    };
+    let first = (0..b.len()).find(|&i| high(i).is_some())?;
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
+    while i < b.len() {
+        if let Some(v) = high(i) {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `text` with its non-ASCII characters (and controls) percent-encoded: a path built from
+/// what [`decode_non_ascii`] gave, as a request target carries it.
+pub fn encode_non_ascii(text: &str) -> Cow<'_, str> {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::CONTROLS).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_only() {
+        assert_eq!(decode_non_ascii("/caf%C3%A9/x"), Some("/café/x".into()));
+        assert_eq!(
+            decode_non_ascii("/caf%c3%a9%2F%20"),
+            Some("/café%2F%20".into())
+        );
+        for none in [
+            "/plain",
+            "/a%20b%2F",
+            "/bad%FF",
+            "/%C3",
+            "/%",
+            "/%zz%C3%A9x%",
+        ] {
+            let expect = (none == "/%zz%C3%A9x%").then(|| "/%zzéx%".to_string());
+            assert_eq!(decode_non_ascii(none), expect, "{none}");
+        }
+        assert_eq!(encode_non_ascii("/café/%2F"), "/caf%C3%A9/%2F");
+        assert_eq!(encode_non_ascii("/plain"), "/plain");
+    }
 
     #[test]
     fn decodes_strictly() {
