@@ -67,7 +67,10 @@ fn cors_headers_on_every_kind_of_response() {
     let up = Upstream::http();
     let gw = Gateway::start(
         Options::default()
-            .env("GATEWAY_CORS_ORIGIN", "https://app.test, *.example.com")
+            .env(
+                "GATEWAY_CORS_ORIGIN",
+                "https://app.test, *.example.com, https://port.test:443",
+            )
             .env("GATEWAY_CORS_CREDENTIALS", "true")
             .env("RUNTIME_MASTER_KEY", "mk")
             .env("GATEWAY_RATE_LIMIT_REQUESTS", "8")
@@ -103,6 +106,9 @@ fn cors_headers_on_every_kind_of_response() {
     check(&gw.get_with("/down", &origin(o)), o);
     check(&gw.get_with("/no-such-route", &origin(o)), o);
     check(&gw.get_with("/gateway/api/stats", &origin(o)), o);
+    // Browsers leave a scheme's own port out of `Origin`, written out or not in the list.
+    let port = "https://port.test";
+    check(&gw.get_with("/api/health", &origin(port)), port);
     let wild = "https://deep.sub.example.com";
     let denied = gw.get_with("/database/api/tables", &origin(wild));
     assert_eq!(denied.status, 401);

@@ -48,10 +48,18 @@ impl OriginRule {
                 port,
             });
         }
-        if scheme.is_none() || parse_origin(&t).is_none() {
+        let Some(origin) = parse_origin(&t).filter(|_| scheme.is_some()) else {
             return Err(
                 "expected an origin like https://app.example.com, *.example.com or *".into(),
             );
+        };
+        // Browsers leave the scheme's own port out of `Origin`: `https://a.com:443` is
+        // sent as `https://a.com`, which the rule as written would never match.
+        if origin.port.is_some() && origin.port == default_port(origin.scheme) {
+            return Ok(OriginRule::Exact(format!(
+                "{}://{}",
+                origin.scheme, origin.host
+            )));
         }
         Ok(OriginRule::Exact(t))
     }
@@ -68,7 +76,7 @@ impl OriginRule {
                 scheme.as_deref().is_none_or(|s| s == origin.scheme)
                     && origin.host.len() > suffix.len()
                     && origin.host.ends_with(suffix.as_str())
-                    && port.is_none_or(|p| origin.port == Some(p))
+                    && port.is_none_or(|p| origin.port.or(default_port(origin.scheme)) == Some(p))
             }
         }
     }
@@ -98,6 +106,15 @@ struct Origin<'a> {
     scheme: &'a str,
     host: &'a str,
     port: Option<u16>,
+}
+
+/// The port an origin of this scheme leaves out.
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
 }
 
 fn split_port(hostport: &str) -> Option<(&str, Option<u16>)> {
@@ -402,6 +419,17 @@ mod tests {
                 .unwrap(),
             "https://x.example.com"
         );
+        // A scheme's own port written out: browsers leave it out of `Origin`.
+        let c = cors(
+            &["https://d.test:443", "*.w.test:443", "http://e.test:80"],
+            false,
+        );
+        let allowed = |o: &str| c.allowed_origin(&headers(&[("origin", o)])).is_some();
+        assert!(allowed("https://d.test"));
+        assert!(allowed("http://e.test"));
+        assert!(allowed("https://a.w.test"));
+        assert!(!allowed("http://a.w.test"));
+        assert!(!allowed("https://d.test:8443"));
     }
 
     #[test]
