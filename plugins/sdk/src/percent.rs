@@ -36,7 +36,7 @@ pub fn percent_decode(text: &str) -> Result<String, PercentError> {
 pub fn decode_non_ascii(path: &str) -> Option<String> {
     // Runs on every path that has a rule or public route to match: one scan for the
     // common case, a path without `%`.
-    if !path.contains('%') {
+    if !path.bytes().any(|b| b == b'%') {
         return None;
     }
     let b = path.as_bytes();
