@@ -567,18 +567,22 @@ fn a_cached_token_answers_for_itself_only() {
     assert_eq!(reason(&call(&s.gw, &tampered)), "bad_signature");
 }
 
+/// `user` is the original's name for keying by the authenticated user (its `sub`): a
+/// deployment that set it did not start.
 #[test]
 fn rate_limit_by_claim() {
-    let s = setup(&[
-        ("GATEWAY_RATE_LIMIT_REQUESTS", "2"),
-        ("GATEWAY_RATE_LIMIT_KEY_BY", "claim:sub"),
-    ]);
-    let ann = mint(Algorithm::HS256, json!({"sub": "ann", "exp": now() + 300}));
-    let bob = mint(Algorithm::HS256, json!({"sub": "bob", "exp": now() + 300}));
-    assert_eq!(call(&s.gw, &ann).status, 200);
-    assert_eq!(call(&s.gw, &ann).status, 200);
-    assert_eq!(call(&s.gw, &ann).status, 429);
-    assert_eq!(call(&s.gw, &bob).status, 200);
+    for key_by in ["claim:sub", "user"] {
+        let s = setup(&[
+            ("GATEWAY_RATE_LIMIT_REQUESTS", "2"),
+            ("GATEWAY_RATE_LIMIT_KEY_BY", key_by),
+        ]);
+        let ann = mint(Algorithm::HS256, json!({"sub": "ann", "exp": now() + 300}));
+        let bob = mint(Algorithm::HS256, json!({"sub": "bob", "exp": now() + 300}));
+        assert_eq!(call(&s.gw, &ann).status, 200, "{key_by}");
+        assert_eq!(call(&s.gw, &ann).status, 200);
+        assert_eq!(call(&s.gw, &ann).status, 429);
+        assert_eq!(call(&s.gw, &bob).status, 200, "{key_by}");
+    }
 }
 
 /// A numeric claim keys as well as a string one; it used to fall back to the address,

@@ -168,6 +168,8 @@ fn limit(s: &Settings, api_base: &str, problems: &mut Problems) -> Option<LimitC
         .map(str::trim)
     {
         None | Some("ip") => KeyBy::Ip,
+        // The original's name for keying by the authenticated user: its identity's `sub`.
+        Some("user") => KeyBy::Claim("sub".into()),
         Some(other) => match other.split_once(':') {
             Some(("header", name)) if HeaderName::from_bytes(name.trim().as_bytes()).is_ok() => {
                 KeyBy::Header(
@@ -181,7 +183,7 @@ fn limit(s: &Settings, api_base: &str, problems: &mut Problems) -> Option<LimitC
                 s.problem(
                     problems,
                     "rateLimit.keyBy",
-                    "must be ip, header:<name> or claim:<name>",
+                    "must be ip, user, header:<name> or claim:<name>",
                 );
                 KeyBy::Ip
             }
