@@ -232,6 +232,25 @@ fn admin_routes_need_the_master_key_when_one_is_set() {
     assert!(!gw.logs().contains("k3y-for-tests"));
 }
 
+/// The original Buntime took its master key from `BUNTIME_MASTER_KEY` too; a deployment
+/// that set that one ran keyless here, every loopback client an admin (a proxy on the
+/// same host passes them all). `RUNTIME_MASTER_KEY` wins when both are set.
+#[test]
+fn the_originals_other_master_key_name_is_read() {
+    let gw = Gateway::start(Options::default().env("BUNTIME_MASTER_KEY", "old-name-key"));
+    assert_eq!(gw.get("/api/plugins").status, 401);
+    let with = |key: &str| gw.get_with("/api/plugins", &[("x-api-key", key)]).status;
+    assert_eq!(with("old-name-key"), 200);
+    let gw = Gateway::start(
+        Options::default()
+            .env("BUNTIME_MASTER_KEY", "old-name-key")
+            .env("RUNTIME_MASTER_KEY", "new-name-key"),
+    );
+    let with = |key: &str| gw.get_with("/api/plugins", &[("x-api-key", key)]).status;
+    assert_eq!(with("new-name-key"), 200);
+    assert_eq!(with("old-name-key"), 401);
+}
+
 #[test]
 fn admin_routes_are_open_to_loopback_without_credentials() {
     let gw = Gateway::start(Options::default());
