@@ -558,13 +558,13 @@ impl CompiledRule {
                 Some(caps) => t.expand(&caps),
                 // Matched with its non-ASCII characters decoded: the captures hold them as
                 // characters, which go upstream encoded again.
-                None => match decode_non_ascii(path) {
-                    Some(decoded) => match self.regex.captures(&decoded) {
+                None => {
+                    let decoded = decode_non_ascii(path);
+                    match decoded.as_deref().and_then(|d| self.regex.captures(d)) {
                         Some(caps) => encode_non_ascii(&t.expand(&caps)).into_owned(),
                         None => path.to_string(),
-                    },
-                    None => path.to_string(),
-                },
+                    }
+                }
             },
             None => path.to_string(),
         };
