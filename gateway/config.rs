@@ -137,9 +137,9 @@ impl Config {
                 server.set_from_env(key, var, v);
             }
         }
-        // The original Buntime's other name for its master key. Ignored, a deployment
-        // that set it would run with no key: behind a proxy on the same host every
-        // client would be an admin.
+        // The original Buntime's other name for its master key. Were it ignored, a
+        // deployment that set it would run with no key: behind a proxy on the same host
+        // every client would be an admin.
         if (src.env)("RUNTIME_MASTER_KEY").is_none()
             && let Some(v) = (src.env)("BUNTIME_MASTER_KEY")
         {

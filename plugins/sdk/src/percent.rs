@@ -41,10 +41,10 @@ pub fn decode_non_ascii(path: &str) -> Option<String> {
     }
     let b = path.as_bytes();
     let high = |i: usize| {
-        let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-        u8::from_str_radix(hex, 16)
-            .ok()
-            .filter(|v| *v >= 0x80 && b[i] == b'%')
+        let hex = b.get(i + 1..i + 3).filter(|_| b[i] == b'%')?;
+        let digit = |c: u8| (c as char).to_digit(16);
+        let v = digit(hex[0])? * 16 + digit(hex[1])?;
+        u8::try_from(v).ok().filter(|v| *v >= 0x80)
     };
     let first = (0..b.len()).find(|&i| high(i).is_some())?;
     let mut out = Vec::with_capacity(b.len());
