@@ -34,6 +34,10 @@ pub fn glob_to_regex(glob: &str) -> String {
 pub struct GlobSet {
     patterns: Vec<String>,
     set: RegexSet,
+    /// Whether a path's decoded form can match where the path as sent does not: a glob
+    /// that names a non-ASCII character or has a `?` (one character, `é` decoded but
+    /// six bytes sent), or a raw regex. Others (`/api/health/**`) match both alike.
+    decodes: bool,
 }
 
 impl GlobSet {
@@ -50,13 +54,21 @@ impl GlobSet {
         }
         let set = RegexSet::new(patterns.iter().map(|p| glob_to_regex(p)))
             .map_err(|e| format!("invalid route patterns: {e}"))?;
-        Ok(Self { patterns, set })
+        let decodes = patterns
+            .iter()
+            .any(|p| !p.is_ascii() || p.contains('?') || p.starts_with('('));
+        Ok(Self {
+            patterns,
+            set,
+            decodes,
+        })
     }
 
     pub fn empty() -> Self {
         Self {
             patterns: Vec::new(),
             set: RegexSet::empty(),
+            decodes: false,
         }
     }
 
@@ -65,7 +77,8 @@ impl GlobSet {
     pub fn is_match(&self, path: &str) -> bool {
         !self.patterns.is_empty()
             && (self.set.is_match(path)
-                || decode_non_ascii(path).is_some_and(|decoded| self.set.is_match(&decoded)))
+                || self.decodes
+                    && decode_non_ascii(path).is_some_and(|decoded| self.set.is_match(&decoded)))
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -207,6 +220,19 @@ mod tests {
         assert!(!m("/users/*", "/users/42/posts"));
         assert!(m("/users/*/posts", "/users/42/posts"));
         assert!(m("/*.js", "/app.js"));
+    }
+
+    #[test]
+    fn non_ascii_paths_match_decoded_too() {
+        assert!(m("/café/**", "/caf%C3%A9/x"));
+        assert!(m("/v?/x", "/v%C3%A9/x"), "one character, decoded");
+        assert!(m("(^/[\\p{L}]+$)", "/caf%C3%A9"));
+        assert!(m("/x/*", "/x/caf%C3%A9"));
+        assert!(
+            m("/x/*", "/x/a%2Fb"),
+            "an encoded slash is no segment break"
+        );
+        assert!(!m("/caf%C3%A9", "/café"), "a path is what clients send");
     }
 
     #[test]
