@@ -331,6 +331,22 @@ fn local_file_lives_in_the_data_dir() {
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
+/// `serve` in `dir` with one more variable: it must not start; its stderr.
+fn start_fails(dir: &std::path::Path, (var, value): (&str, &str)) -> String {
+    let out = std::process::Command::new(common::BIN)
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PORT", common::free_port().to_string())
+        .env(var, value)
+        .env("RUNTIME_PLUGIN_DIRS", dir)
+        .env("RUNTIME_WORKER_DIRS", dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A local file that is not a database (a stray file, a copy cut short) stops the start,
 /// and the error names the file: "file is not a database" alone left the operator to
 /// guess which of the data dir's files, or the `DATABASE_LIBSQL_URL` one, was meant.
@@ -340,23 +356,32 @@ fn a_damaged_database_file_is_named_at_start() {
     let file = dir.path().join("data/buntime.db");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, vec![0x5a; 8192]).unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PORT", common::free_port().to_string())
-        .env("RUNTIME_DATA_DIR", dir.path().join("data"))
-        .env("RUNTIME_PLUGIN_DIRS", dir.path())
-        .env("RUNTIME_WORKER_DIRS", dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data = dir.path().join("data");
+    let err = start_fails(dir.path(), ("RUNTIME_DATA_DIR", data.to_str().unwrap()));
     let named = format!("cannot open the database (local file {})", file.display());
     assert!(
         err.contains(&named) && err.contains("not a database"),
         "{err}"
     );
+}
+
+/// A file SQLite cannot open was named by SQLite's code alone ("...: 14"); the error
+/// now says why: here a folder where the file should be, and a place no one may write.
+#[test]
+fn a_database_file_that_cannot_be_opened_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("taken.db");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (url, why) in [
+        (format!("file:{}", folder.display()), "Is a directory"),
+        ("/sys/kernel/buntime.db".to_string(), "Permission denied"),
+    ] {
+        let err = start_fails(dir.path(), ("DATABASE_LIBSQL_URL", &url));
+        assert!(
+            err.contains("cannot open the database") && err.contains(why),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -168,6 +168,15 @@ impl Database {
                             DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                         })?;
                 }
+                // libsql names a file SQLite cannot open by its code alone ("...: 14");
+                // the system says why (a folder, no write permission, a read-only volume).
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
                 let db = Builder::new_local(path).build().await?;
                 let conn = db.connect()?;
                 // WAL is persistent: once per file is enough. The pragma answers with a
