@@ -336,7 +336,19 @@ fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
         .misnamed()
         .into_iter()
         .map(|(path, why)| format!("folder {} is not an app: {why}; rename it", path.display()));
-    shadowing
+    // One missing dir is usual (the image's core `.apps` may not exist); all of them is a
+    // typo or a volume not mounted, and every app would answer 404.
+    let dirs = &config.server.worker_dirs;
+    let none_exists = (!dirs.is_empty() && !dirs.iter().any(|d| d.is_dir())).then(|| {
+        let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!(
+            "no worker dir exists ({}): no app can be served until one is made",
+            list.join(":")
+        )
+    });
+    none_exists
+        .into_iter()
+        .chain(shadowing)
         .chain(manifests)
         .chain(manifestless)
         .chain(misnamed)

@@ -872,6 +872,29 @@ fn app_folders_no_url_can_pick_are_named() {
     assert_eq!(gw.get("/good/").status, 200);
 }
 
+/// With no worker dir in place (a typo in `RUNTIME_WORKER_DIRS`, a volume not mounted)
+/// every app answered 404 and nothing said why. One missing dir of several is usual and
+/// not named.
+#[test]
+fn worker_dirs_that_are_all_missing_are_named() {
+    let apps = tempfile::tempdir().unwrap();
+    let missing = apps.path().join("aps");
+    let both = format!("{}:{}", missing.display(), apps.path().display());
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &both)]);
+    assert!(ok && !out.contains("no worker dir exists"), "{out}");
+    let only = missing.display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &only)]);
+    let said =
+        format!("warning: no worker dir exists ({only}): no app can be served until one is made");
+    assert!(ok && out.contains(&said), "{out}");
+    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &only));
+    assert!(
+        gw.stderr().contains(&said["warning: ".len()..]),
+        "{}",
+        gw.logs()
+    );
+}
+
 #[test]
 fn serve_refuses_to_start_on_bad_config() {
     let dir = tempfile::tempdir().unwrap();
