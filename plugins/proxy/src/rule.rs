@@ -518,11 +518,16 @@ impl CompiledRule {
             None => path.to_string(),
             Some(_) => {
                 let prefix = literal_prefix(&self.rule.pattern)?;
-                format!("{}{path}", prefix.strip_suffix('/').unwrap_or(prefix))
+                let prefix = encode_non_ascii(prefix.strip_suffix('/').unwrap_or(prefix));
+                format!("{prefix}{path}")
             }
         };
-        // Back through the rule, the path must come to this very URL.
-        if !self.regex.is_match(&local) || self.upstream_path(&local) != url.path() {
+        // Back through the rule, the path must come to this very URL; matched as a request
+        // for it would be, so a pattern written `^/café` takes `/caf%C3%A9`.
+        let decoded = decode_non_ascii(&local);
+        let matched =
+            self.regex.is_match(&local) || decoded.is_some_and(|d| self.regex.is_match(&d));
+        if !matched || self.upstream_path(&local) != url.path() {
             return None;
         }
         if let Some(q) = url.query() {
@@ -843,6 +848,19 @@ mod tests {
         assert_eq!(
             slashed.local_location("http://h/x/y").as_deref(),
             Some("/a/x/y")
+        );
+        // Patterns written with non-ASCII characters, as requests for them are matched.
+        let accented =
+            rule(json!({"pattern": "^/café(/.*)?$", "target": "http://h", "rewrite": "$1"}))
+                .unwrap();
+        assert_eq!(
+            accented.local_location("http://h/login").as_deref(),
+            Some("/caf%C3%A9/login")
+        );
+        let kept = rule(json!({"pattern": "^/café", "target": "http://h"})).unwrap();
+        assert_eq!(
+            kept.local_location("http://h/caf%C3%A9/x").as_deref(),
+            Some("/caf%C3%A9/x")
         );
         // A rewrite the guess does not undo: left as it is.
         let moved =
