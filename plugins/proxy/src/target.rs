@@ -11,6 +11,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// A URL's scheme, if a target may have it.
+    fn of(scheme: &str) -> Option<Scheme> {
+        match scheme {
+            "http" => Some(Scheme::Http),
+            "https" => Some(Scheme::Https),
+            "ws" => Some(Scheme::Ws),
+            "wss" => Some(Scheme::Wss),
+            _ => None,
+        }
+    }
+
     pub fn tls(self) -> bool {
         matches!(self, Scheme::Https | Scheme::Wss)
     }
@@ -40,13 +51,8 @@ pub struct Target {
 impl Target {
     pub fn parse(text: &str) -> Result<Target, String> {
         let url = url::Url::parse(text.trim()).map_err(|e| e.to_string())?;
-        let scheme = match url.scheme() {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            "ws" => Scheme::Ws,
-            "wss" => Scheme::Wss,
-            other => return Err(format!("unsupported scheme {other:?}")),
-        };
+        let scheme = Scheme::of(url.scheme())
+            .ok_or_else(|| format!("unsupported scheme {:?}", url.scheme()))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err("credentials are not allowed in the target".into());
         }
@@ -67,12 +73,7 @@ impl Target {
     /// Whether `url` is on this target's server: the same scheme family (http and ws, or
     /// https and wss), host and port, and no credentials.
     pub fn serves(&self, url: &url::Url) -> bool {
-        let tls = match url.scheme() {
-            "https" | "wss" => true,
-            "http" | "ws" => false,
-            _ => return false,
-        };
-        tls == self.scheme.tls()
+        Scheme::of(url.scheme()).is_some_and(|s| s.tls() == self.scheme.tls())
             && host_of(url).is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
             && url.port_or_known_default() == Some(self.port)
             && url.username().is_empty()
