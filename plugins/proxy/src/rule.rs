@@ -10,7 +10,7 @@ use buntime_plugin_sdk::duration::{format_duration, parse_duration, parse_size};
 use buntime_plugin_sdk::percent::{decode_non_ascii, encode_non_ascii};
 use buntime_plugin_sdk::{RateLimitSpec, RouteGlobs};
 use http::{HeaderName, HeaderValue};
-use regex::Regex;
+use regex::{Captures, Regex};
 use serde_json::{Map, Value as Json, json};
 
 use crate::resolve::{Resolver, Upstream};
@@ -522,11 +522,8 @@ impl CompiledRule {
                 format!("{prefix}{path}")
             }
         };
-        // Back through the rule, the path must come to this very URL; matched as a request
-        // for it would be, so a pattern written `^/café` takes `/caf%C3%A9`.
-        let decoded = decode_non_ascii(&local);
-        let matched =
-            self.regex.is_match(&local) || decoded.is_some_and(|d| self.regex.is_match(&d));
+        // Back through the rule, the path must come to this very URL.
+        let matched = self.with_match(&local, |_, _| ()).is_some();
         if !matched || self.upstream_path(&local) != url.path() {
             return None;
         }
@@ -558,38 +555,43 @@ impl CompiledRule {
     }
 
     pub fn upstream_path(&self, path: &str) -> String {
-        let rewritten = match &self.rewrite {
-            Some(t) => match self.regex.captures(path) {
-                Some(caps) => t.expand(&caps),
-                // Matched with its non-ASCII characters decoded: the captures hold them as
-                // characters, which go upstream encoded again.
-                None => {
-                    let decoded = decode_non_ascii(path);
-                    match decoded.as_deref().and_then(|d| self.regex.captures(d)) {
-                        Some(caps) => encode_non_ascii(&t.expand(&caps)).into_owned(),
-                        None => path.to_string(),
+        let rewritten = self
+            .rewrite
+            .as_ref()
+            .and_then(|t| {
+                self.with_match(path, |caps, decoded| {
+                    let out = t.expand(caps);
+                    // Captures of the decoded path hold its characters, which go upstream
+                    // encoded again.
+                    match decoded {
+                        true => encode_non_ascii(&out).into_owned(),
+                        false => out,
                     }
-                }
-            },
-            None => path.to_string(),
-        };
+                })
+            })
+            .unwrap_or_else(|| path.to_string());
         self.target.join(&rewritten)
     }
 
-    /// Groups 1..n of the match, of the path as sent or else decoded (`upstream_path`); a
-    /// group that did not take part is empty.
+    /// Groups 1..n of the match (`with_match`); a group that did not take part is empty.
     pub fn captures(&self, path: &str) -> Vec<String> {
-        let decoded = decode_non_ascii(path);
-        let caps = self
-            .regex
-            .captures(path)
-            .or_else(|| self.regex.captures(decoded.as_deref()?));
-        caps.map(|c| {
+        self.with_match(path, |c, _| {
             (1..c.len())
                 .map(|i| c.get(i).map_or(String::new(), |m| m.as_str().to_string()))
                 .collect()
         })
         .unwrap_or_default()
+    }
+
+    /// `f` on this rule's match of `path` as the rule table matches requests
+    /// (`RuleTable::matching`): the path as sent, or else with its non-ASCII characters
+    /// decoded (`^/café` takes `/caf%C3%A9`), told which.
+    fn with_match<T>(&self, path: &str, f: impl FnOnce(&Captures<'_>, bool) -> T) -> Option<T> {
+        if let Some(caps) = self.regex.captures(path) {
+            return Some(f(&caps, false));
+        }
+        let decoded = decode_non_ascii(path)?;
+        self.regex.captures(&decoded).map(|caps| f(&caps, true))
     }
 
     pub fn rate_limit(&self) -> Option<&RateLimitSpec> {
