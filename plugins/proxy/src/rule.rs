@@ -817,61 +817,62 @@ mod tests {
         ] {
             assert_eq!(local(other), None, "{other}");
         }
-        let default_port = rule(json!({"pattern": "^/", "target": "https://api.example"})).unwrap();
-        assert_eq!(
-            default_port
-                .local_location("https://API.example:443")
-                .as_deref(),
-            Some("/")
-        );
-        // The original's usual rule, which takes its prefix off: put back in front.
-        let stripped =
-            rule(json!({"pattern": "^/a(/.*)?$", "target": "http://h/v1", "rewrite": "$1"}))
-                .unwrap();
-        assert_eq!(
-            stripped.local_location("http://h/v1/x?y").as_deref(),
-            Some("/a/x?y")
-        );
-        // A folder's redirect to its slashed self (`/v1` to `/v1/`) keeps the slash.
-        assert_eq!(
-            stripped.local_location("http://h/v1/").as_deref(),
-            Some("/a/")
-        );
-        assert_eq!(
-            stripped.local_location("http://h/v1").as_deref(),
-            Some("/a")
-        );
-        // Without a rewrite, no request path is sent to the base path alone.
-        let any = rule(json!({"pattern": ".*", "target": "http://h/v1"})).unwrap();
-        assert_eq!(any.local_location("http://h/v1/").as_deref(), Some("/"));
-        assert_eq!(any.local_location("http://h/v1"), None);
-        let slashed =
-            rule(json!({"pattern": "^/a/(.*)$", "target": "http://h", "rewrite": "/$1"})).unwrap();
-        assert_eq!(
-            slashed.local_location("http://h/x/y").as_deref(),
-            Some("/a/x/y")
-        );
-        // Patterns written with non-ASCII characters, as requests for them are matched.
-        let accented =
-            rule(json!({"pattern": "^/café(/.*)?$", "target": "http://h", "rewrite": "$1"}))
-                .unwrap();
-        assert_eq!(
-            accented.local_location("http://h/login").as_deref(),
-            Some("/caf%C3%A9/login")
-        );
-        let kept = rule(json!({"pattern": "^/café", "target": "http://h"})).unwrap();
-        assert_eq!(
-            kept.local_location("http://h/caf%C3%A9/x").as_deref(),
-            Some("/caf%C3%A9/x")
-        );
-        // A rewrite the guess does not undo: left as it is.
-        let moved =
-            rule(json!({"pattern": "^/rw(/.*)?$", "target": "http://h", "rewrite": "/s$1"}))
-                .unwrap();
-        assert_eq!(moved.local_location("http://h/s/x"), None);
-        let unanchored =
-            rule(json!({"pattern": "/a(/.*)?$", "target": "http://h", "rewrite": "$1"})).unwrap();
-        assert_eq!(unanchored.local_location("http://h/x"), None);
+        let original = json!({"pattern": "^/a(/.*)?$", "target": "http://h/v1", "rewrite": "$1"});
+        let cases = [
+            // A default port written out.
+            (
+                json!({"pattern": "^/", "target": "https://api.example"}),
+                "https://API.example:443",
+                Some("/"),
+            ),
+            // The original's usual rule, which takes its prefix off: put back in front.
+            (original.clone(), "http://h/v1/x?y", Some("/a/x?y")),
+            // A folder's redirect to its slashed self (`/v1` to `/v1/`) keeps the slash.
+            (original.clone(), "http://h/v1/", Some("/a/")),
+            (original, "http://h/v1", Some("/a")),
+            // Without a rewrite, no request path is sent to the base path alone.
+            (
+                json!({"pattern": ".*", "target": "http://h/v1"}),
+                "http://h/v1/",
+                Some("/"),
+            ),
+            (
+                json!({"pattern": ".*", "target": "http://h/v1"}),
+                "http://h/v1",
+                None,
+            ),
+            (
+                json!({"pattern": "^/a/(.*)$", "target": "http://h", "rewrite": "/$1"}),
+                "http://h/x/y",
+                Some("/a/x/y"),
+            ),
+            // Patterns written with non-ASCII characters, as requests for them are matched.
+            (
+                json!({"pattern": "^/café(/.*)?$", "target": "http://h", "rewrite": "$1"}),
+                "http://h/login",
+                Some("/caf%C3%A9/login"),
+            ),
+            (
+                json!({"pattern": "^/café", "target": "http://h"}),
+                "http://h/caf%C3%A9/x",
+                Some("/caf%C3%A9/x"),
+            ),
+            // A rewrite the guess does not undo: left as it is.
+            (
+                json!({"pattern": "^/rw(/.*)?$", "target": "http://h", "rewrite": "/s$1"}),
+                "http://h/s/x",
+                None,
+            ),
+            (
+                json!({"pattern": "/a(/.*)?$", "target": "http://h", "rewrite": "$1"}),
+                "http://h/x",
+                None,
+            ),
+        ];
+        for (r, location, local) in cases {
+            let mapped = rule(r.clone()).unwrap().local_location(location);
+            assert_eq!(mapped.as_deref(), local, "{r} {location}");
+        }
     }
 
     #[test]
