@@ -810,23 +810,34 @@ fn folders_the_original_served_without_a_manifest_are_named() {
     file("notes/readme.txt", "not an app");
     // The runtime API's segment was no app there either.
     file("api/package.json", "{}");
-    let dirs = apps.path().display().to_string();
-    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
-    assert!(ok, "{out}");
     let said = format!(
         "folder {}/shop is not an app: it has a package.json but no manifest.yaml (the \
          original Buntime served it as /shop/); add a manifest.yaml, with a command for a \
          server",
         apps.path().display()
     );
-    let named: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("warning: folder "))
-        .collect();
-    assert_eq!(named, [&said["folder ".len()..]], "{out}");
-    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
-    assert!(gw.stderr().contains(&said), "{}", gw.logs());
+    let (named, gw) = folder_warnings(apps.path());
+    assert_eq!(named, [said]);
     assert_eq!(gw.get("/shop/").status, 404);
+}
+
+/// The folder warnings `check` prints for the worker dir `apps` (each line without its
+/// `warning: `), once it is seen that `serve` logs each of them too; and that gateway.
+fn folder_warnings(apps: &std::path::Path) -> (Vec<String>, Gateway) {
+    let dirs = apps.display().to_string();
+    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
+    assert!(ok, "{out}");
+    let named: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .filter(|l| l.starts_with("folder "))
+        .map(String::from)
+        .collect();
+    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
+    for line in &named {
+        assert!(gw.stderr().contains(line.as_str()), "{}", gw.logs());
+    }
+    (named, gw)
 }
 
 /// A folder laid out as an app under a name no URL's first segment can pick (a space, an
@@ -846,12 +857,9 @@ fn app_folders_no_url_can_pick_are_named() {
     file("my notes/readme.txt", "not an app");
     file(".cache x/manifest.yaml", "ttl: 5m\n");
     file("@scope/pkg/manifest.yaml", "ttl: 5m\n");
-    let dirs = apps.path().display().to_string();
-    let (ok, out) = check(None, &[("RUNTIME_WORKER_DIRS", &dirs)]);
-    assert!(ok, "{out}");
     let name = "an app's name, the first segment of its URLs, may hold only letters, digits, \
                 -, _ and .; rename it";
-    let at = |f: &str| format!("{}/{f} is not an app: ", apps.path().display());
+    let at = |f: &str| format!("folder {}/{f} is not an app: ", apps.path().display());
     let said = [
         format!("{}{name}", at("café")),
         format!(
@@ -860,15 +868,8 @@ fn app_folders_no_url_can_pick_are_named() {
         ),
         format!("{}{name}", at("my shop")),
     ];
-    let named: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("warning: folder "))
-        .collect();
-    assert_eq!(named, said, "{out}");
-    let gw = Gateway::start(Options::default().env("RUNTIME_WORKER_DIRS", &dirs));
-    for line in &said {
-        assert!(gw.stderr().contains(line.as_str()), "{}", gw.logs());
-    }
+    let (named, gw) = folder_warnings(apps.path());
+    assert_eq!(named, said);
     assert_eq!(gw.get("/good/").status, 200);
 }
 
