@@ -113,10 +113,7 @@ impl Discovery {
     /// migrated app is no silent 404.
     pub fn manifestless(&self) -> Vec<(String, PathBuf)> {
         let index = self.index.load();
-        let mut out: Vec<(String, PathBuf)> = self
-            .dirs
-            .iter()
-            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        let mut out: Vec<(String, PathBuf)> = entries(&self.dirs)
             .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
             .filter(|(name, path)| {
                 valid_name(name)
@@ -137,10 +134,7 @@ impl Discovery {
     pub fn misnamed(&self) -> Vec<(PathBuf, String)> {
         const NAME: &str = "an app's name, the first segment of its URLs, may hold only \
                             letters, digits, -, _ and .";
-        let mut out: Vec<(PathBuf, String)> = self
-            .dirs
-            .iter()
-            .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        let mut out: Vec<(PathBuf, String)> = entries(&self.dirs)
             .filter_map(|e| {
                 let file = e.file_name().to_string_lossy().into_owned();
                 let path = e.path();
@@ -199,31 +193,35 @@ fn scan(dirs: &[PathBuf]) -> Index {
             versions.push((v, p));
         }
     };
-    for dir in dirs {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(file) = e.file_name().into_string() else {
-                continue;
-            };
-            let path = e.path();
-            let name = file.split('@').next().unwrap_or("");
-            if !path.is_dir() || name.starts_with('.') || !valid_name(name) {
-                continue;
+    for e in entries(dirs) {
+        let Ok(file) = e.file_name().into_string() else {
+            continue;
+        };
+        let path = e.path();
+        let name = file.split('@').next().unwrap_or("");
+        if !path.is_dir() || name.starts_with('.') || !valid_name(name) {
+            continue;
+        }
+        if let Some((_, v)) = file.split_once('@') {
+            if version_name(v) {
+                add(name, v.to_string(), path);
             }
-            if let Some((_, v)) = file.split_once('@') {
-                if version_name(v) {
-                    add(name, v.to_string(), path);
-                }
-                continue;
-            }
-            if has_manifest(&path) {
-                add(name, "latest".to_string(), path.clone());
-            }
-            for (v, sub) in version_folders(&path) {
-                add(name, v, sub);
-            }
+            continue;
+        }
+        if has_manifest(&path) {
+            add(name, "latest".to_string(), path.clone());
+        }
+        for (v, sub) in version_folders(&path) {
+            add(name, v, sub);
         }
     }
     Index { apps }
+}
+
+/// The entries of the folders `dirs`, in order; a folder that cannot be read has none.
+fn entries(dirs: &[PathBuf]) -> impl Iterator<Item = std::fs::DirEntry> + '_ {
+    dirs.iter()
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
 }
 
 /// The `<v>/` folders of an app folder, each named by a version.
