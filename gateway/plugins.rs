@@ -240,8 +240,9 @@ fn unread_plugin_keys(config: &Config) -> impl Iterator<Item = String> + '_ {
 /// every request (SPEC 8.2's default; about 20 requests a second on this project's
 /// 2-core machine, where one kept worker serves thousands), static apps without their
 /// entry file, invalid manifests (the app answers 500, SPEC 8.2), manifest keys the
-/// gateway does not read, and folders the original served that lack a manifest here.
-/// Named at start, on SIGHUP and by `check`; the pool names an
+/// gateway does not read, folders the original served that lack a manifest here, folders
+/// laid out as apps that no URL can pick (`Discovery::misnamed`), and worker dirs none of
+/// which exists. Named at start, on SIGHUP and by `check`; the pool names an
 /// invalid manifest or unread keys again when it first reads them for a request, which
 /// covers a folder added later.
 fn app_warnings(config: &Config, order: &Order) -> Vec<String> {
