@@ -167,6 +167,7 @@ impl ProxyHttp for Gateway {
         // does; Pingora's default closes the connection and drops them.
         session.set_pipelining_enabled(true);
         session.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+        admit::to_origin_form(session.req_header_mut())?;
         let req = session.req_header();
         ctx.request_id = request_id(req);
         let peer = peer_ip(session);

@@ -1994,15 +1994,25 @@ fn host_is_required_of_http_1_1_and_supplied_for_http_1_0() {
 }
 
 /// Only origin-form request targets (`/path`) are routed. Pingora parsed `keep/this`,
-/// `evil.com:80` and `HTTP://h/` to the path `/`, so they matched a rule (and public
+/// `evil.com:80` and `foo://h/` to the path `/`, so they matched a rule (and public
 /// routes) for `/`, while the upstream got the target as sent and read another path.
+/// Absolute-form (`http://host/path`), which RFC 9112 3.2.2 says a server must accept, is
+/// routed by its path and reaches the upstream in origin-form, its authority as `Host`.
 #[test]
-fn request_targets_must_be_origin_form() {
+fn request_targets_must_be_origin_form_or_absolute() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/$", "target": up.url()}));
-    for target in ["keep/this", "evil.com:80", "HTTP://h/", "HTTP://h/admin"] {
-        let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    created(&gw, json!({"pattern": "^/app(/.*)?$", "target": up.url()}));
+    let targets = [
+        "keep/this",
+        "evil.com:80",
+        "foo://h/",
+        "HTTP://other/admin",
+        "http:/\\h/",
+    ];
+    for target in targets {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
         let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
         assert!(got.starts_with("HTTP/1.1 400"), "{target}: {got}");
     }
@@ -2017,6 +2027,28 @@ fn request_targets_must_be_origin_form() {
     );
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert_eq!(up.last().url, "/?q=1");
+    // (request line and Host sent, path and Host the upstream gets)
+    let absolute = [
+        ("HTTP://h:81/app/x?q=1", Some("h:81"), "/app/x?q=1", "h:81"),
+        ("http://h.example/app/y", None, "/app/y", "h.example"),
+        ("https://h.example?q=2", None, "/?q=2", "h.example"),
+    ];
+    for (target, host, path, host_seen) in absolute {
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        let request = format!("GET {target} HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        assert!(got.starts_with("HTTP/1.1 200"), "{target}: {got}");
+        let seen = up.last();
+        assert_eq!(seen.url, path, "{target}");
+        assert_eq!(seen.headers["host"], host_seen, "{target}");
+    }
+    // Its path is checked as an origin-form one is.
+    let got = common::raw(
+        gw.port,
+        b"GET http://h/app/../x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
 }
 
 /// A request body in a transfer coding besides `chunked` is refused with 501 (RFC 9112 6.1,

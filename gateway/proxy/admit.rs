@@ -8,6 +8,8 @@ use buntime_plugin_sdk::path::has_dot_segment;
 use buntime_plugin_sdk::{ApiResponse, HeaderList, RequestInfo, RouteKind};
 use http::{HeaderName, HeaderValue, StatusCode, Version};
 use pingora::http::RequestHeader;
+use pingora::http::authority::{RawTargetAuthority, is_http_family_scheme, raw_target_authority};
+use pingora::prelude::*;
 
 use super::upstream::app_path;
 use super::{
@@ -30,9 +32,10 @@ impl Gateway {
     pub(super) fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Next> {
         let shared = &*self.shared;
         let path = req.uri.path();
-        // Only origin-form targets (`/path?query`): the upstream gets the target as sent,
-        // and `keep/this`, `evil.com:80` or `HTTP://h/x` were routed (and checked against
-        // public routes) as `/` while the upstream read something else.
+        // Only origin-form targets (`/path?query`; absolute-form was rewritten to it by
+        // `to_origin_form`): the upstream gets the target as sent, and `keep/this`,
+        // `evil.com:80` or `foo://h/x` were routed (and checked against public routes) as
+        // `/` while the upstream read something else.
         if req.raw_path().first() != Some(&b'/') || has_dot_segment(path) {
             return Some(Next::Respond(ApiResponse::error(
                 StatusCode::BAD_REQUEST,
@@ -262,6 +265,43 @@ impl Gateway {
             p.plugin.on_response(&info, out);
         }
     }
+}
+
+/// Rewrites an absolute-form target (`GET http://host/path?q`) to origin-form
+/// (`/path?q`), taking its authority as `Host` when none was sent. RFC 9112 3.2.2: a
+/// server must accept absolute-form, which clients configured to use the gateway as their
+/// HTTP proxy send. Pingora has already refused one whose authority is ambiguous or
+/// differs from `Host`, and parsed its path from the same classification read here; after
+/// this, what is routed and checked is what the upstream gets. Any other target that does
+/// not start with `/` is left for [`Gateway::admit`] to refuse.
+pub(super) fn to_origin_form(req: &mut RequestHeader) -> pingora::Result<()> {
+    if req.raw_path().first() == Some(&b'/') {
+        return Ok(());
+    }
+    let RawTargetAuthority::Absolute {
+        scheme,
+        authority,
+        path_and_query,
+    } = raw_target_authority(req.raw_path())
+    else {
+        return Ok(());
+    };
+    if !is_http_family_scheme(scheme) {
+        return Ok(());
+    }
+    let host = (!req.headers.contains_key(http::header::HOST))
+        .then(|| HeaderValue::from_bytes(authority))
+        .transpose()
+        .map_err(|e| pingora::Error::because(InvalidHTTPHeader, "absolute-form authority", e))?;
+    let target = match path_and_query.first() {
+        Some(b'/') => path_and_query.to_vec(),
+        _ => [b"/".as_slice(), path_and_query].concat(),
+    };
+    req.set_raw_path(&target)?;
+    if let Some(host) = host {
+        req.insert_header(http::header::HOST, host)?;
+    }
+    Ok(())
 }
 
 /// Whether a `Host` value is `host[:port]` as RFC 3986 spells it: letters, digits,
