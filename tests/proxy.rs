@@ -2092,6 +2092,40 @@ fn transfer_codings_besides_chunked_are_refused() {
     }
 }
 
+/// `TRACE` (and IIS's `TRACK`) never reaches an upstream: one that echoes it (Apache httpd
+/// does by default) would show the client what the gateway added to its request, such as
+/// a rule's credentials for that upstream.
+#[test]
+fn trace_is_refused_before_any_upstream() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(
+        &gw,
+        json!({"pattern": "^/traced", "target": up.url(), "headers": {"authorization": "Bearer upstream-secret"}}),
+    );
+    for method in ["TRACE", "TRACK"] {
+        let request = format!("{method} /traced HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        assert!(got.starts_with("HTTP/1.1 501"), "{method}: {got}");
+        assert!(
+            got.ends_with(&format!(r#"{{"error":"{method} is not supported"}}"#)),
+            "{got}"
+        );
+        assert!(!got.contains("upstream-secret"), "{got}");
+    }
+    assert!(
+        up.seen.lock().unwrap().is_empty(),
+        "it reached the upstream"
+    );
+    let got = common::raw(
+        gw.port,
+        b"OPTIONS /traced HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert_eq!(up.last().method, "OPTIONS", "other methods pass");
+}
+
 /// A client that stops reading a large answer is cut off once a write to it has waited
 /// 60 s (nginx's `send_timeout`). Pingora waited forever, holding the client's connection,
 /// the upstream's and the buffered body for as long as the client liked.

@@ -64,6 +64,17 @@ impl Gateway {
             )));
         }
 
+        // TRACE asks the server to send the request back as it got it: an upstream's echo
+        // holds what the gateway added on the way, a rule's `headers` (often the upstream's
+        // own credentials) and `X-Identity`. Apache httpd answers it by default
+        // (`TraceEnable on`); nginx refuses it, as this does. TRACK is IIS's spelling.
+        if req.method == http::Method::TRACE || req.method.as_str() == "TRACK" {
+            return Some(Next::Respond(ApiResponse::error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{} is not supported", req.method),
+            )));
+        }
+
         for p in &shared.plugins.loaded {
             if let Some(resp) = p.plugin.on_early_request(&self.info(req, ctx)) {
                 ctx.route = RouteKind::Preflight;
