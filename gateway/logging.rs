@@ -46,9 +46,55 @@ pub fn init(level: log::LevelFilter, format: LogFormat) {
             )
         }),
     };
+    let logger = builder.build();
+    let max = logger.filter();
     // A second init (tests, reload) keeps the first logger.
-    let _ = builder.try_init();
+    if log::set_boxed_logger(Box::new(Logger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
+
+/// env_logger, with what a client does to its own connection moved to debug under the
+/// target `client`. Before any phase of the gateway runs, Pingora logs at ERROR a client
+/// that hangs up or resets while its request header arrives, or before its `400` is
+/// written: anyone can add such a line at will, one per connection, and an ERROR is what
+/// alerts page on. nginx logs the same events at info.
+struct Logger(env_logger::Logger);
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if record.target() == "pingora_proxy" && record.level() == log::Level::Error {
+            let text = record.args().to_string();
+            if CLIENT_NOISE.iter().any(|start| text.starts_with(start)) {
+                self.0.log(
+                    &log::Record::builder()
+                        .level(log::Level::Debug)
+                        .target("client")
+                        .args(format_args!("{text}"))
+                        .build(),
+                );
+                return;
+            }
+        }
+        self.0.log(record)
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+/// How Pingora 0.9's `pingora_proxy` starts the lines of [`Logger`]: a failed read of the
+/// request header (the error is marked as the client's: `Downstream`), and a failed
+/// write of the `400` for a header it could not parse.
+const CLIENT_NOISE: [&str; 2] = [
+    "Fail to proxy: Downstream ",
+    "failed to send error response to downstream",
+];
 
 /// One request, as the access log records it. Never holds a credential.
 #[derive(Debug)]

@@ -1208,6 +1208,54 @@ fn access_log_lines_are_json_when_asked() {
     }
 }
 
+/// Closes `s` with a reset (RST) instead of a FIN, as a client that crashed would.
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+/// What a client does to its own connection is not the gateway's error: hanging up or
+/// resetting while its header arrives, resetting before its 400 or its answer is written.
+/// Pingora logged each at ERROR, one line per connection anyone could open; they go to
+/// debug, under the target `client`.
+#[test]
+fn a_client_hanging_up_is_not_logged_as_an_error() {
+    let rude = |gw: &Gateway| {
+        let mut s = gw.connect();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHo").unwrap();
+        drop(s);
+        let mut s = gw.connect();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHo").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        reset(s);
+        let mut s = gw.connect();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            .unwrap();
+        reset(s);
+        let mut s = gw.connect();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        reset(s);
+        // The gateway has seen all four once it answers the next request.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(gw.get("/api/health").status, 200);
+    };
+    let gw = Gateway::start(Options::default());
+    rude(&gw);
+    let logs = gw.stderr();
+    assert!(!logs.contains("ERROR"), "{logs}");
+    let gw = Gateway::start(Options::default().env("RUNTIME_LOG_LEVEL", "debug"));
+    rude(&gw);
+    let logs = gw.stderr();
+    assert!(!logs.contains("ERROR"), "{logs}");
+    assert!(
+        logs.contains("DEBUG client: Fail to proxy: Downstream ConnectionClosed"),
+        "{logs}"
+    );
+    assert!(logs.contains("Connection reset by peer"), "{logs}");
+}
+
 #[test]
 fn access_log_can_be_turned_off() {
     let mut gw = Gateway::start(Options::default().env("RUNTIME_ACCESS_LOG", "off"));

@@ -90,9 +90,12 @@ impl Gateway {
         }
         let send_body =
             !bodiless && !resp.body.is_empty() && session.req_header().method != Method::HEAD;
+        // A write that fails is the client's doing (it left, or stopped reading): marked
+        // so, it is not logged as the gateway's error (`suppress_error_log`).
         session
             .write_response_header(Box::new(h), !send_body)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
         if send_body {
             // In pieces the size of a proxied body's: `CLIENT_WRITE_TIMEOUT` bounds each
             // write, and an admin read of up to 32 MiB in one would have to reach the
@@ -100,9 +103,15 @@ impl Gateway {
             let mut body = resp.body;
             while body.len() > LOCAL_BODY_PIECE {
                 let piece = body.split_to(LOCAL_BODY_PIECE);
-                session.write_response_body(Some(piece), false).await?;
+                session
+                    .write_response_body(Some(piece), false)
+                    .await
+                    .map_err(|e| e.into_down())?;
             }
-            session.write_response_body(Some(body), true).await?;
+            session
+                .write_response_body(Some(body), true)
+                .await
+                .map_err(|e| e.into_down())?;
         }
         Ok(())
     }
