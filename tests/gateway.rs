@@ -405,6 +405,29 @@ fn trusted_proxies_decide_the_client_address() {
     assert_eq!(gw.get_with("/x", &from("203.0.113.1")).status, 404);
     assert_eq!(gw.get_with("/x", &from("203.0.113.2")).status, 404);
     assert_eq!(gw.get_with("/x", &from("203.0.113.1")).status, 429);
+    // An IPv6 client is counted by its /64: a host may use any address in it.
+    assert_eq!(gw.get_with("/x", &from("2001:db8:1:2::a")).status, 404);
+    assert_eq!(gw.get_with("/x", &from("2001:db8:1:2::b")).status, 429);
+    assert_eq!(gw.get_with("/x", &from("2001:db8:1:3::a")).status, 404);
+    // (Each admin call from a loopback address of its own: one request per bucket.)
+    let buckets = gw
+        .get_with("/gateway/api/rate-limit/buckets", &from("127.0.0.2"))
+        .json();
+    let keys: Vec<&str> = buckets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"2001:db8:1:2::/64"), "{buckets}");
+    let r = gw.send(
+        "DELETE",
+        "/gateway/api/rate-limit/buckets/2001:db8:1:2::%2F64",
+        &from("127.0.0.3"),
+        None,
+    );
+    assert_eq!(r.json()["deleted"], true, "{:?}", r.text());
+    assert_eq!(gw.get_with("/x", &from("2001:db8:1:2::c")).status, 404);
     // A non-loopback client gets 401 on admin routes when no master key is set.
     let r = gw.get_with("/api/plugins", &from("203.0.113.9"));
     assert_eq!(r.status, 401);

@@ -125,7 +125,7 @@ impl GatewayPlugin {
         match text.filter(|t| !t.is_empty()) {
             Some(t) if key_by.is_credential() => Client::Secret(t),
             Some(t) => Client::Text(t),
-            None => Client::Ip(req.client_ip),
+            None => Client::Ip(limit::subscriber(req.client_ip)),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,17 @@ pub enum Client<'a> {
     Secret(&'a str),
     /// A claim that is a number (`"uid": 42`).
     Number(&'a serde_json::Number),
+}
+
+/// The address a client is counted by: an IPv6 one by its /64 network. An ISP gives each
+/// subscriber a /64 at least, and a host picks its own address in it (privacy addresses
+/// change every day, and anyone can use millions), so counted per address one client
+/// would never reach its limit. An IPv4-mapped address counts as the IPv4 one.
+pub fn subscriber(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 /// A client as remembered for the buckets API.
@@ -65,6 +76,7 @@ impl Owned {
 
     fn text(&self) -> String {
         match self {
+            Owned::Ip(IpAddr::V6(net)) => format!("{net}/64"),
             Owned::Ip(ip) => ip.to_string(),
             Owned::Text(t) => t.clone(),
             Owned::Secret(t) => fingerprint(t),
@@ -334,18 +346,29 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let key = |ip: &str| subscriber(ip.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+    }
+
+    #[test]
     fn buckets_list_delete_and_clear() {
         let l = Limiter::default();
         for _ in 0..4 {
             l.check("", Client::Text("alice"), 10, MINUTE);
         }
-        l.check("rule:r1", Client::Ip("::1".parse().unwrap()), 10, MINUTE);
+        let v6 = subscriber("2001:db8:1:2::a".parse().unwrap());
+        l.check("rule:r1", Client::Ip(v6), 10, MINUTE);
         let b = l.buckets(100);
         assert_eq!(
             b[0],
             serde_json::json!({"key": "alice", "count": 4, "remaining": 6, "resetIn": b[0]["resetIn"]})
         );
-        assert_eq!(b[1]["key"], "rule:r1|::1");
+        assert_eq!(b[1]["key"], "rule:r1|2001:db8:1:2::/64");
         assert!(l.delete("alice"));
         assert!(!l.delete("alice"));
         assert!(
