@@ -187,7 +187,8 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, plugin folders
+/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, CORS that lets
+/// every origin send credentials, plugin folders
 /// and plugin-dir manifest keys nothing reads, app folders no
 /// request can reach, static apps that start a process per request, invalid manifests and
 /// unread manifest keys.
@@ -206,8 +207,15 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
                 .into_iter()
                 .chain(AuthPlugin::plain_jwks_warning(&p.settings))
         });
+    let cors = order
+        .load
+        .iter()
+        .map(|&i| &config.plugins[i])
+        .filter(|p| p.spec.name == "gateway")
+        .filter_map(|p| GatewayPlugin::open_credentials_warning(&p.settings));
     not_loaded
         .chain(auth)
+        .chain(cors)
         .chain(config.unread_plugin_folders.iter().cloned())
         .chain(unread_plugin_keys(config))
         .chain(app_warnings(config, order))

@@ -599,6 +599,51 @@ fn shell_excludes_api() {
     );
 }
 
+/// Credentials with every origin allowed let any website call the gateway with its users'
+/// cookies and read the answers: a warning at start and from `check`, naming the settings.
+#[test]
+fn cors_credentials_for_every_origin_are_named() {
+    let warned = |out: &str| out.contains("every website a user visits may send requests");
+    let (ok, out) = common::check(None, &[("GATEWAY_CORS_CREDENTIALS", "true")]);
+    assert!(ok, "{out}");
+    assert!(warned(&out), "{out}");
+    assert!(
+        out.contains("cors.origin is \"*\" with GATEWAY_CORS_CREDENTIALS on"),
+        "{out}"
+    );
+    let (_, out) = common::check(
+        None,
+        &[
+            ("GATEWAY_CORS_CREDENTIALS", "true"),
+            ("GATEWAY_CORS_ORIGIN", "https://a.example, *"),
+        ],
+    );
+    assert!(out.contains("GATEWAY_CORS_ORIGIN is \"*\""), "{out}");
+    for env in [
+        [
+            ("GATEWAY_CORS_CREDENTIALS", "true"),
+            (
+                "GATEWAY_CORS_ORIGIN",
+                "https://a.example,https://*.b.example",
+            ),
+        ],
+        [
+            ("GATEWAY_CORS_CREDENTIALS", "false"),
+            ("GATEWAY_CORS_ORIGIN", "*"),
+        ],
+    ] {
+        let (ok, out) = common::check(None, &env);
+        assert!(ok && !warned(&out), "{env:?}: {out}");
+    }
+    let (_, out) = common::check(
+        Some("plugins:\n  gateway:\n    cors: {credentials: true, enabled: false}\n"),
+        &[],
+    );
+    assert!(!warned(&out), "CORS off: {out}");
+    let gw = Gateway::start(Options::default().env("GATEWAY_CORS_CREDENTIALS", "true"));
+    assert!(warned(&gw.stderr()), "{}", gw.stderr());
+}
+
 #[test]
 fn bad_gateway_config_is_named() {
     for (var, value) in [

@@ -94,6 +94,28 @@ impl GatewayPlugin {
         }
     }
 
+    /// What to say of CORS that lets every origin send credentials: with `origin: "*"` and
+    /// `credentials: true`, each request's own Origin is allowed back with
+    /// `Access-Control-Allow-Credentials` (SPEC 5.1), so any page a user opens can call
+    /// the gateway with their cookies and read the answers. A warning, not a problem: an
+    /// API behind it that takes only bearer tokens is not exposed by it.
+    pub fn open_credentials_warning(s: &Settings) -> Option<String> {
+        let mut ignored = Problems::default();
+        let on = s.bool("cors.enabled", &mut ignored).unwrap_or(true)
+            && s.bool("cors.credentials", &mut ignored).unwrap_or(false);
+        let origins = s.list("cors.origin", &mut ignored);
+        let any = origins.is_none_or(|o| o.iter().any(|o| o.trim() == "*"));
+        (on && any).then(|| {
+            format!(
+                "{} is \"*\" with {} on: every website a user visits may send requests with \
+                 their cookies and read the answers; list the origins that may \
+                 (GATEWAY_CORS_ORIGIN=https://app.example.com)",
+                s.name_of("cors.origin"),
+                s.name_of("cors.credentials"),
+            )
+        })
+    }
+
     /// Whether the gateway answers CORS (then an upstream's own CORS headers are dropped).
     pub fn cors_enabled(&self) -> bool {
         self.policy.load().cors.enabled
