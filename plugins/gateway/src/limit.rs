@@ -26,6 +26,7 @@ pub const MAX_LISTED_KEYS: usize = 10_000;
 /// Who is counted: the client address, or a header or claim value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client<'a> {
+    /// An address as [`subscriber`] gives it: an IPv6 one is its /64 (listed so).
     Ip(IpAddr),
     Text(&'a str),
     /// A credential (an `Authorization`, `Cookie` or API key header): counted as any
