@@ -26,7 +26,7 @@ pub const MAX_LISTED_KEYS: usize = 10_000;
 /// Who is counted: the client address, or a header or claim value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client<'a> {
-    /// An address as [`subscriber`] gives it: an IPv6 one is its /64 (listed so).
+    /// An address as [`subscriber`] gives it: an IPv6 one but `::1` is its /64 (listed so).
     Ip(IpAddr),
     Text(&'a str),
     /// A credential (an `Authorization`, `Cookie` or API key header): counted as any
@@ -39,11 +39,14 @@ pub enum Client<'a> {
 /// The address a client is counted by: an IPv6 one by its /64 network. An ISP gives each
 /// subscriber a /64 at least, and a host picks its own address in it (privacy addresses
 /// change every day, and anyone can use millions), so counted per address one client
-/// would never reach its limit. An IPv4-mapped address counts as the IPv4 one.
+/// would never reach its limit. An IPv4-mapped address counts as the IPv4 one; `::1` as
+/// itself.
 pub fn subscriber(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))
+        }
+        other => other,
     }
 }
 
@@ -77,7 +80,7 @@ impl Owned {
 
     fn text(&self) -> String {
         match self {
-            Owned::Ip(IpAddr::V6(net)) => format!("{net}/64"),
+            Owned::Ip(IpAddr::V6(net)) if !net.is_loopback() => format!("{net}/64"),
             Owned::Ip(ip) => ip.to_string(),
             Owned::Text(t) => t.clone(),
             Owned::Secret(t) => fingerprint(t),
@@ -354,6 +357,7 @@ mod tests {
         assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::");
         assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
         assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::1"), "::1");
     }
 
     #[test]
