@@ -187,7 +187,7 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a JWT secret too short to be safe, a JWKS over plain http, CORS that lets
+/// not loaded, a master key or JWT secret too short to be safe, a JWKS over plain http, CORS that lets
 /// every origin send credentials, plugin folders
 /// and plugin-dir manifest keys nothing reads, app folders no
 /// request can reach, static apps that start a process per request, invalid manifests and
@@ -214,12 +214,29 @@ fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<Strin
         .filter(|p| p.spec.name == "gateway")
         .filter_map(|p| GatewayPlugin::open_credentials_warning(&p.settings));
     not_loaded
+        .chain(short_master_key(config))
         .chain(auth)
         .chain(cors)
         .chain(config.unread_plugin_folders.iter().cloned())
         .chain(unread_plugin_keys(config))
         .chain(app_warnings(config, order))
         .collect()
+}
+
+/// Fewer bytes than a master key should have: whoever guesses it administers the gateway
+/// (rules, SQL, keyval), and guesses are only slowed by the rate limit, per client.
+const MASTER_KEY_MIN: usize = 16;
+
+/// What to say of a short master key.
+fn short_master_key(config: &Config) -> Option<String> {
+    let len = config.server.master_key.as_ref()?.len();
+    (len < MASTER_KEY_MIN).then(|| {
+        format!(
+            "the master key (RUNTIME_MASTER_KEY) is {len} byte(s): whoever guesses it can write \
+             proxy rules and run SQL; use at least {MASTER_KEY_MIN} random bytes \
+             (openssl rand -hex 32)"
+        )
+    })
 }
 
 /// Keys of plugin-dir manifests that nothing here reads: the original's settings of

@@ -235,6 +235,28 @@ fn admin_routes_need_the_master_key_when_one_is_set() {
 /// The original Buntime took its master key from `BUNTIME_MASTER_KEY` too; a deployment
 /// that set that one ran keyless here, every loopback client an admin (a proxy on the
 /// same host passes them all). `RUNTIME_MASTER_KEY` wins when both are set.
+/// A master key short enough to guess is named at start and by `check`: it opens the
+/// rules and SQL to whoever guesses it.
+#[test]
+fn a_short_master_key_is_named() {
+    let short = |out: &str| out.contains("the master key (RUNTIME_MASTER_KEY) is");
+    let (ok, out) = check(None, &[("RUNTIME_MASTER_KEY", "letmein")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("the master key (RUNTIME_MASTER_KEY) is 7 byte(s)"),
+        "{out}"
+    );
+    for env in [
+        [("RUNTIME_MASTER_KEY", "0123456789abcdef")],
+        [("PORT", "8000")],
+    ] {
+        let (_, out) = check(None, &env);
+        assert!(!short(&out), "{env:?}: {out}");
+    }
+    let gw = Gateway::start(Options::default().env("RUNTIME_MASTER_KEY", "letmein"));
+    assert!(short(&gw.stderr()), "{}", gw.stderr());
+}
+
 #[test]
 fn the_originals_other_master_key_name_is_read() {
     let gw = Gateway::start(Options::default().env("BUNTIME_MASTER_KEY", "old-name-key"));
