@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use buntime_plugin_sdk::net::TrustedProxies;
 use buntime_plugin_sdk::plugin::{COMMON_KEYS, normalise_base, plugin_name};
+use buntime_plugin_sdk::settings::invalid_yaml;
 use buntime_plugin_sdk::{Manifest, PluginSpec, Problems, Settings};
 use serde_yaml::{Mapping, Value};
 
@@ -203,7 +204,7 @@ fn read_file(explicit: Option<&Path>, problems: &mut Problems) -> (Option<PathBu
             (Some(path), Mapping::new())
         }
         Err(e) => {
-            problems.push(name, "", format!("invalid YAML: {e}"));
+            problems.push(name, "", invalid_yaml(&e, &text));
             (Some(path), Mapping::new())
         }
     }
@@ -559,17 +560,18 @@ fn overlay_dir_manifest(
         return Vec::new();
     };
     let name = path.display().to_string();
-    match std::fs::read_to_string(&path).map(|t| serde_yaml::from_str::<Value>(&t)) {
-        Ok(Ok(Value::Mapping(m))) => {
+    let text = std::fs::read_to_string(&path);
+    match text.as_ref().map(|t| (t, serde_yaml::from_str::<Value>(t))) {
+        Ok((_, Ok(Value::Mapping(m)))) => {
             settings.overlay(&m);
             return m
                 .keys()
                 .filter_map(|k| k.as_str().map(str::to_string))
                 .collect();
         }
-        Ok(Ok(Value::Null)) => {}
-        Ok(Ok(_)) => problems.push(name, "", "a plugin manifest must be a YAML mapping"),
-        Ok(Err(e)) => problems.push(name, "", format!("invalid YAML: {e}")),
+        Ok((_, Ok(Value::Null))) => {}
+        Ok((_, Ok(_))) => problems.push(name, "", "a plugin manifest must be a YAML mapping"),
+        Ok((t, Err(e))) => problems.push(name, "", invalid_yaml(&e, t)),
         Err(e) => problems.push(name, "", format!("cannot read: {e}")),
     }
     Vec::new()

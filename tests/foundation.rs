@@ -415,6 +415,36 @@ fn openapi_describes_the_runtime_api() {
     assert_eq!(restart["parameters"][0]["name"], "app");
 }
 
+/// A tab in a YAML file (an editor's indent) is named as a tab, in the config file, a
+/// plugin-dir manifest and an app manifest alike.
+#[test]
+fn a_tab_in_yaml_is_named_as_one() {
+    const HINT: &str = "(a tab: YAML indents with spaces only)";
+    let (ok, out) = check(Some("server:\n\tport: 8000\n"), &[]);
+    assert!(!ok);
+    assert!(out.contains(HINT), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("plugins/gateway");
+    std::fs::create_dir_all(&plugin).unwrap();
+    std::fs::write(plugin.join("manifest.yaml"), "cors:\n\torigin: '*'\n").unwrap();
+    let plugins = dir.path().join("plugins");
+    let (ok, out) = check(None, &[("RUNTIME_PLUGIN_DIRS", plugins.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(out.contains(HINT), "{out}");
+    let app = dir.path().join("apps/tabbed");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("manifest.yaml"), "ttl: 5m\nenv:\n\tA: b\n").unwrap();
+    let apps = dir.path().join("apps");
+    let gw = Gateway::start(
+        Options::default()
+            .env("RUNTIME_WORKER_DIRS", apps.to_str().unwrap())
+            .ready(),
+    );
+    let r = gw.get("/tabbed/");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(r.json()["error"].as_str().unwrap().ends_with(HINT), "{r:?}");
+}
+
 #[test]
 fn check_lists_every_bad_value_by_name() {
     let (ok, out) = check(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use buntime_plugin_sdk::settings::invalid_yaml;
 use buntime_plugin_sdk::{Problems, RateLimitSpec, RouteGlobs, Settings};
 use serde_yaml::{Mapping, Value};
 
@@ -119,7 +120,7 @@ pub fn load(dir: &Path) -> Result<AppManifest, String> {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            match serde_yaml::from_str::<Value>(&text).map_err(|e| format!("invalid YAML: {e}"))? {
+            match serde_yaml::from_str::<Value>(&text).map_err(|e| invalid_yaml(&e, &text))? {
                 Value::Mapping(m) => m,
                 Value::Null => Mapping::new(),
                 _ => return Err("the manifest must be a mapping".into()),

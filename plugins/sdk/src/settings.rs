@@ -351,6 +351,22 @@ impl Settings {
     }
 }
 
+/// A YAML file's parse error as a problem: `invalid YAML: <why>`, and, when the character
+/// it stopped at is a tab, that YAML indents with spaces only. serde_yaml's own words
+/// ("found character that cannot start any token") do not name the tab, which an editor
+/// set to indent with tabs puts in unseen.
+pub fn invalid_yaml(e: &serde_yaml::Error, text: &str) -> String {
+    let tab = e
+        .location()
+        .is_some_and(|l| text.as_bytes().get(l.index()) == Some(&b'\t'));
+    let hint = if tab {
+        " (a tab: YAML indents with spaces only)"
+    } else {
+        ""
+    };
+    format!("invalid YAML: {e}{hint}")
+}
+
 /// Splits a comma-separated list, trimming entries and dropping blank ones.
 pub fn split_list(text: &str) -> Vec<String> {
     text.split(',')
@@ -372,6 +388,23 @@ fn render(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tab_in_yaml_is_named() {
+        let why =
+            |text: &str| invalid_yaml(&serde_yaml::from_str::<Value>(text).unwrap_err(), text);
+        let tabbed = why("server:\n\tport: 8000\n");
+        assert!(
+            tabbed.starts_with("invalid YAML: found character"),
+            "{tabbed}"
+        );
+        assert!(
+            tabbed.ends_with("(a tab: YAML indents with spaces only)"),
+            "{tabbed}"
+        );
+        let other = why("a: [1\n");
+        assert!(!other.contains("tab"), "{other}");
+    }
 
     fn yaml(s: &str) -> Mapping {
         serde_yaml::from_str(s).unwrap()
