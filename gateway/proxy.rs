@@ -197,7 +197,7 @@ impl ProxyHttp for Gateway {
                     Ok(req) => crate::api::handle(&self.shared, &req),
                     Err(resp) => resp,
                 };
-                self.respond(session, ctx, resp).await?;
+                self.respond(session, ctx, not_stored(resp)).await?;
                 Ok(true)
             }
             Some(Next::Plugin(i, rest)) => {
@@ -212,7 +212,7 @@ impl ProxyHttp for Gateway {
                         resp = ApiResponse::method_not_allowed(allow);
                     }
                 }
-                self.respond(session, ctx, resp).await?;
+                self.respond(session, ctx, not_stored(resp)).await?;
                 Ok(true)
             }
         }
@@ -597,6 +597,16 @@ impl ProxyHttp for Gateway {
 }
 
 // === helpers ===
+
+/// An API answer with `Cache-Control: no-store`: it may hold rules (with the headers they
+/// add, often an upstream's credentials), SQL rows or keyval values, and a cache in front
+/// of the gateway (a CDN, a corporate proxy) must keep none of it for the next asker.
+fn not_stored(resp: ApiResponse) -> ApiResponse {
+    resp.with_header(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    )
+}
 
 /// A response whose body is a whole HTML page as sent (not compressed), as a rule's HTML
 /// rewriting needs it; not an interim, empty, unchanged or partial (`206`, whose

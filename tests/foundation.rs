@@ -57,6 +57,36 @@ fn request_id_is_echoed_or_made() {
     assert_ne!(r.header("x-request-id"), Some(long.as_str()));
 }
 
+/// API answers (the runtime's and the plugins') are never kept by a cache in front of the
+/// gateway: they hold rules with the headers they add, SQL rows, keyval values.
+#[test]
+fn api_answers_are_not_stored() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    let r = gw.json(
+        "POST",
+        "/redirects/api/rules",
+        &[],
+        &json!({"pattern": "^/up", "target": up.url()}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    for path in [
+        "/redirects/api/rules",
+        "/api/plugins",
+        "/keyval/api/keys/none",
+        "/api/health",
+    ] {
+        let r = gw.get(path);
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}: {r:?}");
+    }
+    let r = gw.send("HEAD", "/database/api/tables", &[], None);
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    // A proxied answer is the upstream's to mark.
+    let r = gw.get("/up");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), None, "{r:?}");
+}
+
 #[test]
 fn not_found_is_json_with_content_length() {
     let gw = Gateway::start(Options::default());
