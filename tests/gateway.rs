@@ -599,6 +599,29 @@ fn shell_excludes_api() {
     );
 }
 
+/// An origin written with an internationalised name matches the ASCII form browsers send.
+#[test]
+fn cors_origins_may_be_written_in_unicode() {
+    let gw = Gateway::start(
+        Options::default()
+            .env("GATEWAY_CORS_ORIGIN", "https://café.example")
+            .ready(),
+    );
+    let r = preflight(&gw, "/x", "https://xn--caf-dma.example");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://xn--caf-dma.example"),
+        "{r:?}"
+    );
+    let r = gw.get_with("/x", &origin("https://cafe.example"));
+    assert_eq!(r.header("access-control-allow-origin"), None, "{r:?}");
+    let config = gw.get("/gateway/api/config").json();
+    assert_eq!(
+        config["cors"]["origin"], "https://xn--caf-dma.example",
+        "{config}"
+    );
+}
+
 /// Credentials with every origin allowed let any website call the gateway with its users'
 /// cookies and read the answers: a warning at start and from `check`, naming the settings.
 #[test]

@@ -29,7 +29,7 @@ pub enum OriginRule {
 
 impl OriginRule {
     pub fn parse(text: &str) -> Result<OriginRule, String> {
-        let t = text.trim().trim_end_matches('/').to_ascii_lowercase();
+        let t = ascii_host(text.trim().trim_end_matches('/'))?.to_ascii_lowercase();
         if t == "*" {
             return Ok(OriginRule::Any);
         }
@@ -114,6 +114,30 @@ fn default_port(scheme: &str) -> Option<u16> {
         "http" | "ws" => Some(80),
         "https" | "wss" => Some(443),
         _ => None,
+    }
+}
+
+/// The origin rule with its host as browsers send it in `Origin`: an internationalised
+/// name in its ASCII form (`https://café.example` is `https://xn--caf-dma.example`).
+fn ascii_host(rule: &str) -> Result<String, String> {
+    if rule.is_ascii() {
+        return Ok(rule.to_string());
+    }
+    let (scheme, rest) = match rule.split_once("://") {
+        Some((s, r)) => (&rule[..s.len() + 3], r),
+        None => ("", rule),
+    };
+    let (wild, hostport) = match rest.strip_prefix("*.") {
+        Some(r) => ("*.", r),
+        None => ("", rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, &hostport[h.len()..]),
+        _ => (hostport, ""),
+    };
+    match url::Host::parse(host) {
+        Ok(url::Host::Domain(ascii)) => Ok(format!("{scheme}{wild}{ascii}{port}")),
+        _ => Err(format!("{host:?} is not a domain name")),
     }
 }
 
@@ -430,6 +454,26 @@ mod tests {
         assert!(allowed("https://a.w.test"));
         assert!(!allowed("http://a.w.test"));
         assert!(!allowed("https://d.test:8443"));
+        // Internationalised names as written; browsers send them in ASCII (punycode).
+        let c = cors(
+            &[
+                "https://Café.example",
+                "*.bücher.example:8443",
+                "http://ü.test:80",
+            ],
+            false,
+        );
+        let allowed = |o: &str| c.allowed_origin(&headers(&[("origin", o)])).is_some();
+        assert!(allowed("https://xn--caf-dma.example"));
+        assert!(allowed("https://shop.xn--bcher-kva.example:8443"));
+        assert!(!allowed("https://shop.xn--bcher-kva.example"));
+        assert!(allowed("http://xn--tda.test"));
+        assert!(!allowed("https://cafe.example"));
+        assert!(
+            OriginRule::parse("https://caf é.example")
+                .unwrap_err()
+                .contains("is not a domain name")
+        );
     }
 
     #[test]
