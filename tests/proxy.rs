@@ -90,12 +90,17 @@ fn every_api_error() {
         (
             create(&gw, json!({"pattern": "^/x", "target": "not a url"})),
             400,
-            "Invalid target URL",
+            "Invalid target URL: relative URL without a base",
         ),
         (
             create(&gw, json!({"pattern": "^/x", "target": "ftp://h"})),
             400,
-            "Invalid target URL",
+            "Invalid target URL: unsupported scheme \"ftp\"",
+        ),
+        (
+            create(&gw, json!({"pattern": "^/x", "target": "http://h/x?q=1"})),
+            400,
+            "Invalid target URL: a query or fragment is not allowed in the target",
         ),
         (
             create(

@@ -441,7 +441,7 @@ impl CompiledRule {
         }
         let regex = Regex::new(&rule.pattern)
             .map_err(|e| format!("Invalid regex pattern: {}", one_line(&e.to_string())))?;
-        let target = Target::parse(&rule.target).map_err(|_| "Invalid target URL".to_string())?;
+        let target = Target::parse(&rule.target).map_err(|e| format!("Invalid target URL: {e}"))?;
         let rewrite = rule
             .rewrite
             .as_deref()
@@ -691,7 +691,15 @@ mod tests {
             ),
             (
                 json!({"pattern": "^/a", "target": "ftp://h"}),
-                "Invalid target URL",
+                "Invalid target URL: unsupported scheme \"ftp\"",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://u:p@h"}),
+                "Invalid target URL: credentials are not allowed in the target",
+            ),
+            (
+                json!({"pattern": "^/a", "target": "http://h:0"}),
+                "Invalid target URL: port 0 is no port to connect to",
             ),
             (
                 json!({"pattern": "^/(a)/(b)", "target": "http://h", "rewrite": "/$3"}),

@@ -60,6 +60,9 @@ impl Target {
             return Err("a query or fragment is not allowed in the target".into());
         }
         let host = host_of(&url).ok_or("the target has no host")?;
+        if url.port() == Some(0) {
+            return Err("port 0 is no port to connect to".into());
+        }
         let default_port = if scheme.tls() { 443 } else { 80 };
         Ok(Target {
             scheme,
