@@ -491,10 +491,20 @@ fn test_endpoint_and_rewrites() {
         "no rewrite: the path is unchanged"
     );
     assert_eq!(r["public"], true);
+    // A whole URL, as a browser shows it, is tested by its path and query.
+    let r = t("HTTPS://gw.example/keep/this?x=1#top");
+    assert_eq!(r["upstreamUrl"], "http://127.0.0.1:9/keep/this?x=1", "{r}");
+    let r = t("http://gw.example");
+    assert_eq!(r["matched"], false, "{r}");
     let r = t("/nothing");
     assert_eq!(r, json!({"matched": false, "public": false}));
     // Paths the gateway refuses before any rule are refused here too, not matched.
-    for bad in ["/keep/../x", "/keep/%2e%2e/x", "keep/this"] {
+    for bad in [
+        "/keep/../x",
+        "/keep/%2e%2e/x",
+        "keep/this",
+        "http://gw.example/keep/../x",
+    ] {
         let r = gw.json(
             "POST",
             &format!("{RULES}/test"),

@@ -130,14 +130,38 @@ async fn reorder(store: &RuleStore, req: &ApiRequest) -> ApiResult {
     ))
 }
 
+/// The path and query of `http(s)://` or `ws(s)://host...`, as written (dot segments
+/// and all, which the gateway refuses), `/` when it has no path; any other text as it is.
+fn url_target(text: &str) -> std::borrow::Cow<'_, str> {
+    let rest = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| {
+            let head = text.get(..scheme.len())?;
+            head.eq_ignore_ascii_case(scheme)
+                .then(|| &text[scheme.len()..])
+        });
+    let Some(rest) = rest else {
+        return text.into();
+    };
+    let target = rest.find(['/', '?', '#']).map_or("", |i| &rest[i..]);
+    let target = target.split('#').next().unwrap_or_default();
+    if target.starts_with('/') {
+        target.into()
+    } else {
+        format!("/{target}").into()
+    }
+}
+
 fn test(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult {
     let body = object(req)?;
     let text = |k: &str| body.get(k).and_then(Json::as_str).filter(|s| !s.is_empty());
     let (Some(method), Some(full)) = (text("method"), text("path")) else {
         return Err(ApiError::bad_request("method and path are required"));
     };
-    // As a client sends it: `/café` arrives as `/caf%C3%A9`.
-    let full = encode_non_ascii(full);
+    // As a client sends it: `/café` arrives as `/caf%C3%A9`; a whole URL (the gateway
+    // routes absolute-form targets by their path) is its path and query.
+    let target = url_target(full);
+    let full = encode_non_ascii(&target);
     let (path, query) = match full.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (full.as_ref(), None),
