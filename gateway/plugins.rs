@@ -187,11 +187,10 @@ fn auth_off(config: &Config, i: usize) -> Option<String> {
 }
 
 /// What `serve` logs as warnings at start and `check` prints: why each plugin left out is
-/// not loaded, a master key or JWT secret too short to be safe, a JWKS over plain http, CORS that lets
-/// every origin send credentials, plugin folders
-/// and plugin-dir manifest keys nothing reads, app folders no
-/// request can reach, static apps that start a process per request, invalid manifests and
-/// unread manifest keys.
+/// not loaded, a master key or JWT secret too short to be safe, a JWKS over plain http,
+/// CORS that lets every origin send credentials, plugin folders and plugin-dir manifest
+/// keys nothing reads, app folders no request can reach, static apps that start a process
+/// per request, invalid manifests and unread manifest keys.
 fn warnings(config: &Config, effective: &[Manifest], order: &Order) -> Vec<String> {
     let not_loaded = order.skipped.iter().map(|(i, why)| {
         auth_off(config, *i)
