@@ -40,6 +40,13 @@ fn rules(gw: &Gateway) -> Value {
 }
 
 /// What `/rules/test` says of a GET of `path`.
+/// Sends `head` (a request line and header lines, each ended by CRLF) with
+/// `Connection: close` on a fresh connection, and reads the whole answer.
+fn closing(gw: &Gateway, head: &str) -> String {
+    let request = format!("{head}Connection: close\r\n\r\n");
+    common::raw(gw.port, request.as_bytes(), Duration::from_secs(10))
+}
+
 fn tested(gw: &Gateway, path: &str) -> Value {
     tested_with(gw, path, &[])
 }
@@ -520,9 +527,8 @@ fn test_endpoint_and_rewrites() {
             "{r:?}"
         );
         if bad.starts_with('/') {
-            let request = format!("GET {bad} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let sent = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
-            assert!(sent.starts_with("HTTP/1.1 400"), "{bad}: {sent}");
+            let got = closing(&gw, &format!("GET {bad} HTTP/1.1\r\nHost: x\r\n"));
+            assert!(got.starts_with("HTTP/1.1 400"), "{bad}: {got}");
         }
     }
     let r = gw.json(
@@ -1026,10 +1032,7 @@ fn header_names_keep_their_case() {
     let up = Upstream::http();
     let gw = Gateway::start(Options::default().ready());
     created(&gw, json!({"pattern": "^/case(/.*)?$", "target": up.url()}));
-    let get = |path: &str| {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        common::raw(gw.port, req.as_bytes(), Duration::from_secs(5))
-    };
+    let get = |path: &str| closing(&gw, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n"));
     let plain = get("/case/plain");
     let mixed = get("/case/header-case");
     for out in [&plain, &mixed] {
@@ -1919,10 +1922,7 @@ fn a_204_carries_no_body_length() {
     });
     let gw = Gateway::start(Options::default().ready());
     rule_to(&gw, "^/", port);
-    let get = |path: &str| {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        common::raw(gw.port, request.as_bytes(), Duration::from_secs(10))
-    };
+    let get = |path: &str| closing(&gw, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n"));
     for path in ["/length", "/chunked"] {
         let got = get(path);
         let head = got.to_lowercase();
@@ -2027,19 +2027,14 @@ fn request_targets_must_be_origin_form_or_absolute() {
         "http:/\\h/",
     ];
     for target in targets {
-        let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        let got = closing(&gw, &format!("GET {target} HTTP/1.1\r\nHost: h\r\n"));
         assert!(got.starts_with("HTTP/1.1 400"), "{target}: {got}");
     }
     assert!(
         up.seen.lock().unwrap().is_empty(),
         "it reached the upstream"
     );
-    let got = common::raw(
-        gw.port,
-        b"GET /?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(10),
-    );
+    let got = closing(&gw, "GET /?q=1 HTTP/1.1\r\nHost: x\r\n");
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert_eq!(up.last().url, "/?q=1");
     // (request line and Host sent, path and Host the upstream gets)
@@ -2050,19 +2045,14 @@ fn request_targets_must_be_origin_form_or_absolute() {
     ];
     for (target, host, path, host_seen) in absolute {
         let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
-        let request = format!("GET {target} HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
-        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        let got = closing(&gw, &format!("GET {target} HTTP/1.1\r\n{host}"));
         assert!(got.starts_with("HTTP/1.1 200"), "{target}: {got}");
         let seen = up.last();
         assert_eq!(seen.url, path, "{target}");
         assert_eq!(seen.headers["host"], host_seen, "{target}");
     }
     // Its path is checked as an origin-form one is.
-    let got = common::raw(
-        gw.port,
-        b"GET http://h/app/../x HTTP/1.1\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(10),
-    );
+    let got = closing(&gw, "GET http://h/app/../x HTTP/1.1\r\n");
     assert!(got.starts_with("HTTP/1.1 400"), "{got}");
 }
 
@@ -2119,8 +2109,7 @@ fn trace_is_refused_before_any_upstream() {
         json!({"pattern": "^/traced", "target": up.url(), "headers": {"authorization": "Bearer upstream-secret"}}),
     );
     for method in ["TRACE", "TRACK"] {
-        let request = format!("{method} /traced HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let got = common::raw(gw.port, request.as_bytes(), Duration::from_secs(10));
+        let got = closing(&gw, &format!("{method} /traced HTTP/1.1\r\nHost: x\r\n"));
         assert!(got.starts_with("HTTP/1.1 501"), "{method}: {got}");
         assert!(
             got.ends_with(&format!(r#"{{"error":"{method} is not supported"}}"#)),
@@ -2132,11 +2121,7 @@ fn trace_is_refused_before_any_upstream() {
         up.seen.lock().unwrap().is_empty(),
         "it reached the upstream"
     );
-    let got = common::raw(
-        gw.port,
-        b"OPTIONS /traced HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(10),
-    );
+    let got = closing(&gw, "OPTIONS /traced HTTP/1.1\r\nHost: x\r\n");
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert_eq!(up.last().method, "OPTIONS", "other methods pass");
 }
