@@ -358,6 +358,10 @@ mod tests {
         h
     }
 
+    fn allows(c: &Cors, origin: &str) -> bool {
+        c.allowed_origin(&headers(&[("origin", origin)])).is_some()
+    }
+
     fn response(c: &Cors, origin: &str) -> HeaderList {
         let mut out = HeaderList::default();
         c.response_headers(&headers(&[("origin", origin)]), &mut out);
@@ -424,19 +428,18 @@ mod tests {
             ],
             false,
         );
-        let allowed = |o: &str| c.allowed_origin(&headers(&[("origin", o)])).is_some();
-        assert!(allowed("https://a.test"));
-        assert!(allowed("HTTPS://A.TEST"));
-        assert!(!allowed("http://a.test"));
-        assert!(!allowed("https://a.test.evil.com"));
-        assert!(allowed("https://x.example.com"));
-        assert!(allowed("http://deep.sub.example.com:3000"));
-        assert!(!allowed("https://example.com"), "not the bare domain");
-        assert!(!allowed("https://evilexample.com"));
-        assert!(allowed("https://x.pinned.com"));
-        assert!(!allowed("http://x.pinned.com"), "the scheme is pinned");
-        assert!(allowed("http://a.port.com:8080"));
-        assert!(!allowed("http://a.port.com:9090"));
+        assert!(allows(&c, "https://a.test"));
+        assert!(allows(&c, "HTTPS://A.TEST"));
+        assert!(!allows(&c, "http://a.test"));
+        assert!(!allows(&c, "https://a.test.evil.com"));
+        assert!(allows(&c, "https://x.example.com"));
+        assert!(allows(&c, "http://deep.sub.example.com:3000"));
+        assert!(!allows(&c, "https://example.com"), "not the bare domain");
+        assert!(!allows(&c, "https://evilexample.com"));
+        assert!(allows(&c, "https://x.pinned.com"));
+        assert!(!allows(&c, "http://x.pinned.com"), "the scheme is pinned");
+        assert!(allows(&c, "http://a.port.com:8080"));
+        assert!(!allows(&c, "http://a.port.com:9090"));
         assert_eq!(
             response(&c, "https://x.example.com")
                 .get("access-control-allow-origin")
@@ -448,12 +451,11 @@ mod tests {
             &["https://d.test:443", "*.w.test:443", "http://e.test:80"],
             false,
         );
-        let allowed = |o: &str| c.allowed_origin(&headers(&[("origin", o)])).is_some();
-        assert!(allowed("https://d.test"));
-        assert!(allowed("http://e.test"));
-        assert!(allowed("https://a.w.test"));
-        assert!(!allowed("http://a.w.test"));
-        assert!(!allowed("https://d.test:8443"));
+        assert!(allows(&c, "https://d.test"));
+        assert!(allows(&c, "http://e.test"));
+        assert!(allows(&c, "https://a.w.test"));
+        assert!(!allows(&c, "http://a.w.test"));
+        assert!(!allows(&c, "https://d.test:8443"));
         // Internationalised names as written; browsers send them in ASCII (punycode).
         let c = cors(
             &[
@@ -463,12 +465,11 @@ mod tests {
             ],
             false,
         );
-        let allowed = |o: &str| c.allowed_origin(&headers(&[("origin", o)])).is_some();
-        assert!(allowed("https://xn--caf-dma.example"));
-        assert!(allowed("https://shop.xn--bcher-kva.example:8443"));
-        assert!(!allowed("https://shop.xn--bcher-kva.example"));
-        assert!(allowed("http://xn--tda.test"));
-        assert!(!allowed("https://cafe.example"));
+        assert!(allows(&c, "https://xn--caf-dma.example"));
+        assert!(allows(&c, "https://shop.xn--bcher-kva.example:8443"));
+        assert!(!allows(&c, "https://shop.xn--bcher-kva.example"));
+        assert!(allows(&c, "http://xn--tda.test"));
+        assert!(!allows(&c, "https://cafe.example"));
         assert!(
             OriginRule::parse("https://caf é.example")
                 .unwrap_err()
