@@ -511,6 +511,7 @@ fn test_endpoint_and_rewrites() {
         "/keep/%2e%2e/x",
         "keep/this",
         "http://gw.example/keep/../x",
+        "http://user@gw.example/keep/this",
     ] {
         let r = gw.json(
             "POST",

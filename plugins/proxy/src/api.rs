@@ -9,6 +9,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::PublicCheck;
 use crate::store::RuleStore;
+use crate::target::Scheme;
 
 pub async fn handle(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult {
     let segs = req.segments();
@@ -130,21 +131,19 @@ async fn reorder(store: &RuleStore, req: &ApiRequest) -> ApiResult {
     ))
 }
 
-/// The path and query of `http(s)://` or `ws(s)://host...`, as written (dot segments
-/// and all, which the gateway refuses), `/` when it has no path; any other text as it is.
+/// The path and query of a whole URL of a target's schemes (`https://gw.example/x?y`), as
+/// written (dot segments and all, which the gateway refuses), `/` when it has none. Any
+/// other text as it is, and so is a URL whose authority Pingora refuses before the
+/// gateway sees it (userinfo, a backslash): both are refused below as no path.
 fn url_target(text: &str) -> std::borrow::Cow<'_, str> {
-    let rest = ["http://", "https://", "ws://", "wss://"]
-        .iter()
-        .find_map(|scheme| {
-            let head = text.get(..scheme.len())?;
-            head.eq_ignore_ascii_case(scheme)
-                .then(|| &text[scheme.len()..])
-        });
-    let Some(rest) = rest else {
+    let Some((scheme, rest)) = text.split_once("://") else {
         return text.into();
     };
-    let target = rest.find(['/', '?', '#']).map_or("", |i| &rest[i..]);
-    let target = target.split('#').next().unwrap_or_default();
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if Scheme::of(&scheme.to_ascii_lowercase()).is_none() || rest[..end].contains(['@', '\\']) {
+        return text.into();
+    }
+    let target = rest[end..].split('#').next().unwrap_or_default();
     if target.starts_with('/') {
         target.into()
     } else {
