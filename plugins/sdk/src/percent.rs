@@ -79,17 +79,11 @@ mod tests {
             decode_non_ascii("/caf%c3%a9%2F%20"),
             Some("/café%2F%20".into())
         );
-        for none in [
-            "/plain",
-            "/a%20b%2F",
-            "/bad%FF",
-            "/%C3",
-            "/%",
-            "/%zz%C3%A9x%",
-        ] {
-            let expect = (none == "/%zz%C3%A9x%").then(|| "/%zzéx%".to_string());
-            assert_eq!(decode_non_ascii(none), expect, "{none}");
+        for none in ["/plain", "/a%20b%2F", "/bad%FF", "/%C3", "/%"] {
+            assert_eq!(decode_non_ascii(none), None, "{none}");
         }
+        // Stray `%`s around an escape stay as they are.
+        assert_eq!(decode_non_ascii("/%zz%C3%A9x%"), Some("/%zzéx%".into()));
         assert_eq!(encode_non_ascii("/café/%2F"), "/caf%C3%A9/%2F");
         assert_eq!(encode_non_ascii("/plain"), "/plain");
     }
