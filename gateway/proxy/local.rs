@@ -92,28 +92,9 @@ impl Gateway {
             !bodiless && !resp.body.is_empty() && session.req_header().method != Method::HEAD;
         // A write that fails is the client's doing (it left, or stopped reading): marked
         // so, it is not logged as the gateway's error (`suppress_error_log`).
-        session
-            .write_response_header(Box::new(h), !send_body)
+        write(session, h, send_body.then_some(resp.body))
             .await
-            .map_err(|e| e.into_down())?;
-        if send_body {
-            // In pieces the size of a proxied body's: `CLIENT_WRITE_TIMEOUT` bounds each
-            // write, and an admin read of up to 32 MiB in one would have to reach the
-            // client within it (half a megabyte a second).
-            let mut body = resp.body;
-            while body.len() > LOCAL_BODY_PIECE {
-                let piece = body.split_to(LOCAL_BODY_PIECE);
-                session
-                    .write_response_body(Some(piece), false)
-                    .await
-                    .map_err(|e| e.into_down())?;
-            }
-            session
-                .write_response_body(Some(body), true)
-                .await
-                .map_err(|e| e.into_down())?;
-        }
-        Ok(())
+            .map_err(|e| e.into_down())
     }
 
     /// While draining, every answer closes its connection (`Connection: close`): the
@@ -178,4 +159,21 @@ async fn read_body(session: &mut Session, limit: u64) -> Result<Option<Bytes>> {
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(buf.freeze()))
+}
+
+/// Writes `h` and `body` (none: a header-only answer). The body goes in pieces the size
+/// of a proxied body's: `CLIENT_WRITE_TIMEOUT` bounds each write, and an admin read of up
+/// to 32 MiB in one would have to reach the client within it (half a megabyte a second).
+async fn write(session: &mut Session, h: ResponseHeader, body: Option<Bytes>) -> Result<()> {
+    session
+        .write_response_header(Box::new(h), body.is_none())
+        .await?;
+    if let Some(mut body) = body {
+        while body.len() > LOCAL_BODY_PIECE {
+            let piece = body.split_to(LOCAL_BODY_PIECE);
+            session.write_response_body(Some(piece), false).await?;
+        }
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
