@@ -109,7 +109,7 @@ fn header_list(s: &Settings, path: &str, problems: &mut Problems) -> Option<Opti
     HeaderValue::from_str(&list.join(", ")).ok().map(Some)
 }
 
-fn cors(s: &Settings, problems: &mut Problems) -> Option<Cors> {
+pub(crate) fn cors(s: &Settings, problems: &mut Problems) -> Option<Cors> {
     let enabled = s.bool("cors.enabled", problems).unwrap_or(true);
     let origins = s
         .list("cors.origin", problems)

@@ -256,6 +256,12 @@ impl Cors {
         }
     }
 
+    /// Whether every origin may send credentials: `*` with `credentials` on, which
+    /// allows each request's own Origin back with them (`allow_origin`).
+    pub fn open_to_credentials(&self) -> bool {
+        self.enabled && self.any && self.credentials
+    }
+
     /// Whether the CORS headers depend on the request's Origin: they do unless every
     /// origin gets `*`.
     fn varies(&self) -> bool {

@@ -100,12 +100,8 @@ impl GatewayPlugin {
     /// the gateway with their cookies and read the answers. A warning, not a problem: an
     /// API behind it that takes only bearer tokens is not exposed by it.
     pub fn open_credentials_warning(s: &Settings) -> Option<String> {
-        let mut ignored = Problems::default();
-        let on = s.bool("cors.enabled", &mut ignored).unwrap_or(true)
-            && s.bool("cors.credentials", &mut ignored).unwrap_or(false);
-        let origins = s.list("cors.origin", &mut ignored);
-        let any = origins.is_none_or(|o| o.iter().any(|o| o.trim() == "*"));
-        (on && any).then(|| {
+        let cors = config::cors(s, &mut Problems::default())?;
+        cors.open_to_credentials().then(|| {
             format!(
                 "{} is \"*\" with {} on: every website a user visits may send requests with \
                  their cookies and read the answers; list the origins that may \
