@@ -123,6 +123,14 @@ pub fn serve(config: Config) -> Result<(), String> {
         grace_period_seconds: Some(shared.server.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         fast_timeout_to_tokio_threshold_seconds: Some(tokio_timer_above),
+        // One runtime per proxy thread, as nginx has one event loop per worker: a
+        // connection stays on the thread that accepted it. With work stealing, another
+        // thread's poll could see an upstream's 101 arrive while Pingora 0.9.1 had yet to
+        // take the upgrade request's (empty) body end, which it then took for the end of
+        // the tunnel: about 1 WebSocket in 100 closed right after its 101
+        // (cloudflare/pingora#946, unfixed upstream). With one runtime, readiness changes
+        // only between polls, so that end is always taken before the 101 is read.
+        work_stealing: false,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, server_conf);
