@@ -25,25 +25,19 @@ use crate::state::Shared;
 /// How long one plugin may take to stop at shutdown.
 const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which timer runs Pingora's timeouts: timeouts longer than the returned whole seconds run
-/// on tokio's timer, the rest on Pingora's own "fast" timer.
+/// Pingora's timeouts of more than this many whole seconds run on tokio's timer, the rest
+/// (a worker's `timeout: 500ms`) on Pingora's own "fast" timer.
 ///
-/// With one proxy thread, every timeout of a second or more goes to tokio. Pingora's timer
-/// needs a thread that wakes 100 times a second for the life of the process, even when
-/// nothing waits; in the load bench at a steady rate, the gateway without that thread used
-/// about a fifth less CPU per request and its p99 went from about 1.3x bare Pingora's to
-/// about 1.1x (medians, benches/README.md). With more threads Pingora's timer stays:
-/// tokio keeps one timer wheel per runtime behind one lock, taken to register and to
-/// cancel each timeout, and every proxy thread contends for it (tokio-rs/tokio#6504) --
-/// the reason Pingora has a per-thread timer at all. Sub-second timeouts (a worker's
-/// `timeout: 500ms`) always take Pingora's timer.
-fn tokio_timer_above_secs(threads: usize) -> u64 {
-    if threads == 1 {
-        0
-    } else {
-        pingora::time::fast_timeout::DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD.as_secs()
-    }
-}
+/// Pingora's timer needs a thread that wakes 100 times a second for the life of the
+/// process, even when nothing waits (an idle gateway used 4.5-6.1 ms of CPU a second with
+/// it, 0.5 without); in the load bench at a steady rate, the gateway without that thread
+/// used about a fifth less CPU per request and its p99 went from about 1.3x bare
+/// Pingora's to about 1.1x (medians, benches/README.md). Pingora has a timer of
+/// its own because tokio keeps one timer per runtime behind one lock, taken to register
+/// and to cancel each timeout (tokio-rs/tokio#6504), which the threads of a work-stealing
+/// runtime contend for. Here each proxy thread has a runtime of its own (`work_stealing`
+/// below), so a timer of its own.
+const TOKIO_TIMER_ABOVE_SECS: u64 = 0;
 
 /// Where to listen on `port`: every IPv6 and IPv4 address (`[::]`, dual-stack) when the
 /// host has IPv6, else every IPv4 address. Both binds are tried now: Pingora binds later,
@@ -99,9 +93,8 @@ pub fn serve(config: Config) -> Result<(), String> {
     };
     // Set now, not only by Pingora's `run()` from `ServerConf`: the pool's first health
     // checks come before it, and the first fast timeout starts the timer thread for good.
-    let tokio_timer_above = tokio_timer_above_secs(config.server.threads);
     pingora::time::fast_timeout::set_fast_timeout_to_tokio_threshold(Some(Duration::from_secs(
-        tokio_timer_above,
+        TOKIO_TIMER_ABOVE_SECS,
     )));
     let plugins = plugins::build(&config).map_err(|problems| problems.to_string())?;
     let pool = start_pool(&config)?;
@@ -122,7 +115,7 @@ pub fn serve(config: Config) -> Result<(), String> {
         // fixed grace sleep is only the backstop.
         grace_period_seconds: Some(shared.server.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
-        fast_timeout_to_tokio_threshold_seconds: Some(tokio_timer_above),
+        fast_timeout_to_tokio_threshold_seconds: Some(TOKIO_TIMER_ABOVE_SECS),
         // One runtime per proxy thread, as nginx has one event loop per worker: a
         // connection stays on the thread that accepted it. With work stealing, another
         // thread's poll could see an upstream's 101 arrive while Pingora 0.9.1 had yet to

@@ -529,8 +529,8 @@ pub fn serve(dir: &Path, entrypoint: &str) -> Result<(), String> {
         threads: 1,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
-        // One thread, so as the gateway with one: timeouts on tokio's timer, and no timer
-        // thread waking 100 times a second (gateway/server.rs, tokio_timer_above_secs).
+        // As the gateway: timeouts on tokio's timer, and no timer thread waking 100 times
+        // a second (gateway/server.rs, TOKIO_TIMER_ABOVE_SECS).
         fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..Default::default()
     };
