@@ -14,6 +14,14 @@ use serde_yaml::{Mapping, Value};
 /// The config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "conf/buntime.yaml";
 
+/// The default request header limit: the size Envoy refuses above (60 KiB), a little
+/// over. nginx stops at 8 KiB a line and 32 KiB in all; Pingora alone takes up to 1 MiB,
+/// and copies it for the upstream.
+const DEFAULT_HEADER_SIZE: usize = 64 << 10;
+const MIN_HEADER_SIZE: u64 = 1 << 10;
+/// Pingora's own limit (it answers a bare 400 above it).
+const MAX_HEADER_SIZE: u64 = 1 << 20;
+
 /// `server:` keys and the environment variable that overrides each.
 pub const SERVER_KEYS: &[(&str, &str)] = &[
     ("port", "PORT"),
@@ -28,6 +36,7 @@ pub const SERVER_KEYS: &[(&str, &str)] = &[
     ("dataDir", "RUNTIME_DATA_DIR"),
     ("masterKey", "RUNTIME_MASTER_KEY"),
     ("threads", "RUNTIME_THREADS"),
+    ("maxHeaderSize", "RUNTIME_MAX_HEADER_SIZE"),
     ("shutdownGrace", "RUNTIME_SHUTDOWN_GRACE"),
     ("drainDelay", "RUNTIME_DRAIN_DELAY"),
     ("metricsPort", "METRICS_PORT"),
@@ -58,6 +67,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub master_key: Option<String>,
     pub threads: usize,
+    /// The largest request header (request line and fields, as sent) the gateway takes;
+    /// a larger one is answered 431.
+    pub max_header_size: usize,
     pub shutdown_grace: Duration,
     pub drain_delay: Duration,
     pub metrics_port: Option<u16>,
@@ -291,6 +303,14 @@ fn server_config(
     let threads = s
         .u64_in("threads", 1, 1024, problems)
         .unwrap_or(cpus as u64) as usize;
+    let max_header_size = match s.size("maxHeaderSize", problems) {
+        Some(n) if (MIN_HEADER_SIZE..=MAX_HEADER_SIZE).contains(&n) => n as usize,
+        Some(_) => {
+            s.problem(problems, "maxHeaderSize", "must be from 1kb to 1mb");
+            DEFAULT_HEADER_SIZE
+        }
+        None => DEFAULT_HEADER_SIZE,
+    };
     let shutdown_grace = s
         .duration("shutdownGrace", problems)
         .unwrap_or(Duration::from_secs(30));
@@ -320,6 +340,7 @@ fn server_config(
         data_dir,
         master_key,
         threads,
+        max_header_size,
         shutdown_grace,
         drain_delay,
         metrics_port,

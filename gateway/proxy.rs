@@ -185,7 +185,10 @@ impl ProxyHttp for Gateway {
                 .wait_for_rules(&req.method, req.uri.path(), is_websocket(req))
                 .await;
         }
-        let next = self.admit(session.req_header(), ctx);
+        let next = match self.header_too_large(session) {
+            Some(resp) => Some(Next::Respond(resp)),
+            None => self.admit(session.req_header(), ctx),
+        };
         match next {
             None => Ok(false),
             Some(Next::Respond(resp)) => {

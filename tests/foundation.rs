@@ -482,6 +482,7 @@ fn check_lists_every_bad_value_by_name() {
         &[
             ("RUNTIME_SHUTDOWN_GRACE", "forever"),
             ("RUNTIME_THREADS", "0"),
+            ("RUNTIME_MAX_HEADER_SIZE", "2mb"),
             ("RUNTIME_API_PREFIX", "/a b"),
             ("RUNTIME_LOG_LEVEL", "chatty"),
         ],
@@ -498,6 +499,7 @@ fn check_lists_every_bad_value_by_name() {
         "RUNTIME_SHUTDOWN_GRACE",
         "forever",
         "RUNTIME_THREADS",
+        r#"RUNTIME_MAX_HEADER_SIZE: must be from 1kb to 1mb (got "2mb")"#,
         "RUNTIME_API_PREFIX",
         "RUNTIME_LOG_LEVEL",
         "chatty",

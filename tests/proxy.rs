@@ -2158,6 +2158,68 @@ fn trace_is_refused_before_any_upstream() {
     assert_eq!(up.last().method, "OPTIONS", "other methods pass");
 }
 
+/// A request header over `maxHeaderSize` (64 KiB unless set) is answered 431 before any
+/// route. Pingora took up to 1 MiB, and the upstream got a copy: a 200 KiB cookie reached
+/// it. The size is the header as sent: request line, fields and line ends.
+#[test]
+fn a_request_header_over_the_limit_is_431() {
+    let up = Upstream::http();
+    let gw = Gateway::start(Options::default().ready());
+    created(&gw, json!({"pattern": "^/big", "target": up.url()}));
+    // The whole header sent for a cookie of `n` bytes, with `closing`'s last line.
+    let head = |n: usize| {
+        format!(
+            "GET /big HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n",
+            "b".repeat(n)
+        )
+    };
+    let sent = |n: usize| head(n).len() + "Connection: close\r\n\r\n".len();
+    let fits = (1..).find(|&n| sent(n) == 65536).unwrap();
+    let got = closing(&gw, &head(fits));
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    assert_eq!(up.count(), 1);
+    let got = closing(&gw, &head(fits + 1));
+    assert!(
+        got.starts_with("HTTP/1.1 431"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    assert!(
+        got.ends_with(r#"{"error":"Request header too large: 65537 bytes, at most 65536"}"#),
+        "{got}"
+    );
+    let got = closing(&gw, &head(200 << 10));
+    assert!(
+        got.starts_with("HTTP/1.1 431"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    assert_eq!(
+        up.count(),
+        1,
+        "only the header that fits reached the upstream"
+    );
+
+    // A larger limit, for apps whose cookies need it.
+    let gw = Gateway::start(
+        Options::default()
+            .ready()
+            .env("RUNTIME_MAX_HEADER_SIZE", "300kb"),
+    );
+    created(&gw, json!({"pattern": "^/big", "target": up.url()}));
+    let got = closing(&gw, &head(200 << 10));
+    assert!(
+        got.starts_with("HTTP/1.1 200"),
+        "{}",
+        &got[..got.len().min(200)]
+    );
+    assert_eq!(up.count(), 2);
+}
+
 /// A client that stops reading a large answer is cut off once a write to it has waited
 /// 60 s (nginx's `send_timeout`). Pingora waited forever, holding the client's connection,
 /// the upstream's and the buffered body for as long as the client liked.

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue, StatusCode, Version};
 use pingora::http::RequestHeader;
 use pingora::http::authority::{RawTargetAuthority, is_http_family_scheme, raw_target_authority};
 use pingora::prelude::*;
+use pingora::proxy::Session;
 
 use super::upstream::app_path;
 use super::{
@@ -27,6 +28,24 @@ static METHOD_OVERRIDES: [HeaderName; 3] = [
 ];
 
 impl Gateway {
+    /// `431` for a request header (its line and fields, as sent) over `maxHeaderSize`,
+    /// before any route. Pingora takes up to 1 MiB and would send the upstream a
+    /// copy, which most refuse for far less (Node above 16 KiB), each in its own way.
+    pub(super) fn header_too_large(&self, session: &Session) -> Option<ApiResponse> {
+        let size = session
+            .as_downstream()
+            .as_http1()?
+            .get_headers_raw_bytes()
+            .len();
+        let limit = self.shared.server.max_header_size;
+        (size > limit).then(|| {
+            ApiResponse::error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("Request header too large: {size} bytes, at most {limit}"),
+            )
+        })
+    }
+
     /// Steps 2-5 of SPEC 1: early hooks, route, body limit, access, request hooks.
     /// `None` means "proxy it".
     pub(super) fn admit(&self, req: &RequestHeader, ctx: &mut Ctx) -> Option<Next> {
