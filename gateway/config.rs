@@ -14,9 +14,9 @@ use serde_yaml::{Mapping, Value};
 /// The config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "conf/buntime.yaml";
 
-/// The default request header limit: the size Envoy refuses above (60 KiB), a little
-/// over. nginx stops at 8 KiB a line and 32 KiB in all; Pingora alone takes up to 1 MiB,
-/// and copies it for the upstream.
+/// The default request header limit, a little over Envoy's 60 KiB (nginx stops at 8 KiB a
+/// line and 32 KiB in all). Pingora alone takes up to 1 MiB, and copies it for the
+/// upstream.
 const DEFAULT_HEADER_SIZE: usize = 64 << 10;
 const MIN_HEADER_SIZE: u64 = 1 << 10;
 /// Pingora's own limit (it answers a bare 400 above it).

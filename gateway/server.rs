@@ -32,9 +32,9 @@ const PLUGIN_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// process, even when nothing waits (an idle gateway used 4.5-6.1 ms of CPU a second with
 /// it, 0.5 without); in the load bench at a steady rate, the gateway without that thread
 /// used about a fifth less CPU per request and its p99 went from about 1.3x bare
-/// Pingora's to about 1.1x (medians, benches/README.md). Pingora has a timer of
-/// its own because tokio keeps one timer per runtime behind one lock, taken to register
-/// and to cancel each timeout (tokio-rs/tokio#6504), which the threads of a work-stealing
+/// Pingora's to about 1.1x (medians, benches/README.md). Pingora has a timer of its own
+/// because tokio keeps one timer per runtime behind one lock, taken to register and to
+/// cancel each timeout (tokio-rs/tokio#6504), which the threads of a work-stealing
 /// runtime contend for. Here each proxy thread has a runtime of its own (`work_stealing`
 /// below), so a timer of its own.
 const TOKIO_TIMER_ABOVE_SECS: u64 = 0;
