@@ -512,6 +512,7 @@ fn test_endpoint_and_rewrites() {
         "keep/this",
         "http://gw.example/keep/../x",
         "http://user@gw.example/keep/this",
+        "http://gw.example\\x/keep/this",
     ] {
         let r = gw.json(
             "POST",

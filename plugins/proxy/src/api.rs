@@ -1,15 +1,17 @@
 //! `/redirects/api` (SPEC 4.3, admin). Error bodies are `{"error": "<text>"}`.
 
+use std::borrow::Cow;
+
 use buntime_plugin_sdk::openapi::Paths;
 use buntime_plugin_sdk::path::has_dot_segment;
 use buntime_plugin_sdk::percent::encode_non_ascii;
 use buntime_plugin_sdk::{ApiError, ApiRequest, ApiResponse, ApiResult};
 use http::{Method, StatusCode};
+use pingora_http::authority::{RawTargetAuthority, is_http_family_scheme, raw_target_authority};
 use serde_json::{Map, Value as Json, json};
 
 use crate::PublicCheck;
 use crate::store::RuleStore;
-use crate::target::Scheme;
 
 pub async fn handle(store: &RuleStore, public: &PublicCheck, req: &ApiRequest) -> ApiResult {
     let segs = req.segments();
@@ -131,19 +133,27 @@ async fn reorder(store: &RuleStore, req: &ApiRequest) -> ApiResult {
     ))
 }
 
-/// The path and query of a whole URL of a target's schemes (`https://gw.example/x?y`), as
-/// written (dot segments and all, which the gateway refuses), `/` when it has none. Any
-/// other text as it is, and so is a URL whose authority Pingora refuses before the
-/// gateway sees it (userinfo, a backslash): both are refused below as no path.
-fn url_target(text: &str) -> std::borrow::Cow<'_, str> {
-    let Some((scheme, rest)) = text.split_once("://") else {
+/// The path and query of a whole URL (`https://gw.example/x?y`), as written (dot segments
+/// and all, which the gateway refuses), `/` when it has none: the target the gateway
+/// routes an absolute-form request by, found by the same classification of Pingora's
+/// (`admit::to_origin_form`). Any other text as it is, and so is a URL whose authority
+/// Pingora refuses before the gateway sees it (ambiguous, or with userinfo): both are
+/// refused below as no path.
+fn url_target(text: &str) -> Cow<'_, str> {
+    let RawTargetAuthority::Absolute {
+        scheme,
+        authority,
+        path_and_query,
+    } = raw_target_authority(text.as_bytes())
+    else {
         return text.into();
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if Scheme::of(&scheme.to_ascii_lowercase()).is_none() || rest[..end].contains(['@', '\\']) {
+    if !is_http_family_scheme(scheme) || authority.contains(&b'@') {
         return text.into();
     }
-    let target = rest[end..].split('#').next().unwrap_or_default();
+    // The classifier splits at ASCII bytes, so the tail is a `str` boundary.
+    let rest = &text[text.len() - path_and_query.len()..];
+    let target = rest.split('#').next().unwrap_or_default();
     if target.starts_with('/') {
         target.into()
     } else {

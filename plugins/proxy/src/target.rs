@@ -12,7 +12,7 @@ pub enum Scheme {
 
 impl Scheme {
     /// A URL's scheme, if a target may have it.
-    pub(crate) fn of(scheme: &str) -> Option<Scheme> {
+    fn of(scheme: &str) -> Option<Scheme> {
         match scheme {
             "http" => Some(Scheme::Http),
             "https" => Some(Scheme::Https),
