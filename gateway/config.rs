@@ -581,19 +581,24 @@ fn overlay_dir_manifest(
         return Vec::new();
     };
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(&path);
-    match text.as_ref().map(|t| (t, serde_yaml::from_str::<Value>(t))) {
-        Ok((_, Ok(Value::Mapping(m)))) => {
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(name, "", format!("cannot read: {e}"));
+            return Vec::new();
+        }
+    };
+    match serde_yaml::from_str::<Value>(&text) {
+        Ok(Value::Mapping(m)) => {
             settings.overlay(&m);
             return m
                 .keys()
                 .filter_map(|k| k.as_str().map(str::to_string))
                 .collect();
         }
-        Ok((_, Ok(Value::Null))) => {}
-        Ok((_, Ok(_))) => problems.push(name, "", "a plugin manifest must be a YAML mapping"),
-        Ok((t, Err(e))) => problems.push(name, "", invalid_yaml(&e, t)),
-        Err(e) => problems.push(name, "", format!("cannot read: {e}")),
+        Ok(Value::Null) => {}
+        Ok(_) => problems.push(name, "", "a plugin manifest must be a YAML mapping"),
+        Err(e) => problems.push(name, "", invalid_yaml(&e, &text)),
     }
     Vec::new()
 }
